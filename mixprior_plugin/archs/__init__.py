@@ -1,0 +1,1 @@
+"""Plugin architectures (registered in BasicSR's ARCH_REGISTRY on import)."""

@@ -1,0 +1,1 @@
+"""Plugin losses (registered in BasicSR's LOSS_REGISTRY on import)."""

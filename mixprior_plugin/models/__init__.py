@@ -1,0 +1,1 @@
+"""Plugin models (registered in BasicSR's MODEL_REGISTRY on import)."""

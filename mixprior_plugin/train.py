@@ -1,0 +1,26 @@
+"""Training entry point: BasicSR's train_pipeline with the plugin registered.
+
+Usage::
+
+    mixprior-train -opt options/train/MiPKD/xxx.yml [--auto_resume] [--launcher pytorch]
+    python -m mixprior_plugin.train -opt xxx.yml
+
+Any BasicSR option file runs unchanged. Outputs go under the current directory following
+BasicSR's conventions: experiments/<name>/, tb_logger/<name>/.
+"""
+import os
+
+
+def main(argv=None):
+    import sys
+    if argv is not None:
+        sys.argv = [sys.argv[0]] + list(argv)
+    import mixprior_plugin  # noqa: F401  (registers archs, losses, models)
+    from mixprior_plugin import basicsr_fixes
+    basicsr_fixes.apply()
+    from basicsr.train import train_pipeline
+    train_pipeline(os.getcwd())
+
+
+if __name__ == '__main__':
+    main()
