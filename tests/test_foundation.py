@@ -43,6 +43,11 @@ def plugin_components():
 COMPONENTS = plugin_components()
 
 
+def test_components_found():
+    names = {name for _, name, _ in COMPONENTS}
+    assert {'KDModel', 'PriorMixer', 'FeatureConnector', 'FeatureNormalizer'} <= names
+
+
 @pytest.mark.parametrize('registry,name,obj', COMPONENTS, ids=[c[1] for c in COMPONENTS])
 def test_component_registered_and_unique(registry, name, obj):
     assert name in registry, f'{name} missing from {registry._name} registry'

@@ -1,0 +1,367 @@
+"""KDModel: BasicSR's SRModel with a frozen teacher, output KD and feature KD.
+
+This is the chassis every distillation method here runs on. Options beyond SRModel's::
+
+    network_t: {type: EDSR, ...}            # teacher, any registered arch
+    path:
+      pretrain_network_t: teacher.pth       # required for training; loaded strictly
+      teacher_param_key: params_ema          # falls back to 'params' (not named param_key_*,
+      strict_load_t: true                    #   so BasicSR's resume rewrite leaves it alone)
+    distill:                                # stage boundaries (see stages.py)
+      num_stages: 4                         # or stages_t: [...] / stages_g: [...]
+      feat_norm: true                       # divide features by a running teacher scale
+    train:
+      kd_opt: {type: L1Loss, loss_weight: 1.0}   # output ("logits") KD, L1 by default
+      feat_opt: [{type: FitNetLoss, loss_weight: 1.0}, ...]   # feature-KD terms, per stage
+      optim_extra: {type: Adam, lr: 1e-4}   # optimizer of connectors/mixers (default: optim_g)
+
+Teacher: built, loaded strictly, eval mode, requires_grad False, run under no_grad, never
+DDP-wrapped, never saved. Extra trainable modules (connectors, mixers) live in ``net_extra``, have
+their own optimizer (so their own scheduler), are saved as ``net_extra_<iter>.pth`` beside
+``net_g`` and restored on resume. Validation, test and export see the plain student.
+"""
+import os
+from collections import OrderedDict
+from copy import deepcopy
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from mixprior_plugin.stages import DISTILL_KEYS, FeatureRecorder, build_adapters, pad_to_multiple
+from mixprior_plugin.utils.checkpoint import (atomic_save, describe_state_dict_mismatch, extract_state_dict,
+                                              load_checkpoint)
+from mixprior_plugin.utils.options import OptionError, check_known_keys, normalise_teacher_aliases
+
+TEACHER_PATH_KEYS = ('pretrain_network_t', 'teacher_param_key', 'strict_load_t')
+
+
+def loss_weight(loss):
+    """The weight of a BasicSR loss module (0 switches the term off)."""
+    return float(getattr(loss, 'loss_weight', 1.0)) if loss is not None else 0.0
+
+
+class DistillStep(nn.Module):
+    """Everything that receives gradients in one step, as one module.
+
+    DDP must see every use of a trainable parameter inside the forward of the module it wraps;
+    the student's plain forward, the feature terms and MiPKD's mixed block path all use student
+    and extra-module parameters, so they all run in here. The model (and the teacher) are held
+    outside the module tree: the teacher is never wrapped, broadcast or saved.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.net_g = model.get_bare_model(model.net_g)
+        self.net_extra = model.net_extra
+        object.__setattr__(self, '_model', model)
+
+    def forward(self, lq, gt, teacher, current_iter):
+        return self._model.compute_losses(lq, gt, teacher, current_iter)
+
+
+@MODEL_REGISTRY.register()
+class KDModel(SRModel):
+    """SR model distilled from a frozen teacher. See the module docstring for options.
+
+    Args:
+        opt (dict): BasicSR options.
+    """
+
+    EXTRA_SECTIONS = {'distill': DISTILL_KEYS}
+
+    def __init__(self, opt):
+        normalise_teacher_aliases(opt)
+        if opt.get('is_train'):
+            self.check_options(opt)
+        super().__init__(opt)
+
+    # ------------------------------------------------------------------ options
+    @classmethod
+    def check_options(cls, opt):
+        """Validate the plugin's options before anything is built; errors name the key."""
+        for section, keys in cls.EXTRA_SECTIONS.items():
+            check_known_keys(opt.get(section), keys, section)
+        if 'network_t' not in opt:
+            raise OptionError(f'{cls.__name__} needs a teacher: set network_t (or network_teacher)')
+        path = opt.get('path') or {}
+        # ignore_resume_networks is added by normalise_teacher_aliases
+        scale_t, scale_g = opt['network_t'].get('upscale'), opt.get('network_g', {}).get('upscale')
+        if scale_t is not None and scale_g is not None and scale_t != scale_g:
+            raise OptionError(f'network_t.upscale={scale_t} differs from network_g.upscale={scale_g}: '
+                              'teacher and student must work at the same scale')
+        if opt.get('scale') is not None and scale_g is not None and opt['scale'] != scale_g:
+            raise OptionError(f'scale={opt["scale"]} differs from network_g.upscale={scale_g}')
+        weights = path.get('pretrain_network_t')
+        if not weights:
+            raise OptionError('path.pretrain_network_t is missing: the teacher must be trained weights '
+                              '(a random teacher teaches nothing)')
+        if not os.path.isfile(os.path.expanduser(weights)):
+            raise OptionError(f'path.pretrain_network_t={weights}: file not found')
+        feat_opt = opt.get('train', {}).get('feat_opt')
+        for i, term in enumerate(cls._as_list(feat_opt)):
+            if not isinstance(term, dict) or 'type' not in term:
+                raise OptionError(f'train.feat_opt[{i}] must be a loss dict with a type, got {term!r}')
+
+    @staticmethod
+    def _as_list(value):
+        if value is None:
+            return []
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+
+    # ------------------------------------------------------------------ building
+    def model_to_device(self, net):
+        """Only move to the device: DDP wraps :class:`DistillStep` instead of net_g."""
+        return net.to(self.device)
+
+    def init_training_settings(self):
+        logger = get_root_logger()
+        train_opt = self.opt['train']
+        self.net_t = self.build_teacher()
+        self.cri_kd = build_loss(train_opt.get('kd_opt') or dict(type='L1Loss', loss_weight=1.0)).to(self.device)
+        self.feat_terms = [build_loss(t).to(self.device) for t in self._as_list(train_opt.get('feat_opt'))]
+
+        self.adapter_t = self.adapter_g = self.recorder_t = self.recorder_g = None
+        if self.uses_features():
+            distill_opt = self.opt.get('distill') or {}
+            self.adapter_t, self.adapter_g = build_adapters(distill_opt, self.net_t, self.get_bare_model(self.net_g))
+            if distill_opt.get('check_adapters', True):
+                self.adapter_t.check_matches_forward()
+                self.adapter_g.check_matches_forward()
+            self.recorder_t = FeatureRecorder(self.adapter_t)
+            self.recorder_g = FeatureRecorder(self.adapter_g)
+            logger.info('Distillation stages: teacher ends %s, student ends %s', self.adapter_t.stage_ends,
+                        self.adapter_g.stage_ends)
+        self.net_extra = self.build_extra_modules().to(self.device)
+        super().init_training_settings()  # EMA, pixel loss, optimizers, schedulers
+
+        self.train_step = DistillStep(self)
+        if self.opt['dist']:
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            self.train_step = DistributedDataParallel(
+                self.train_step, device_ids=device_ids,
+                find_unused_parameters=self.opt.get('find_unused_parameters', True))
+
+    def uses_features(self):
+        """Whether stage features are needed (feature terms, or an explicit distill section)."""
+        return bool(self.feat_terms) or self.opt.get('distill') is not None
+
+    def build_teacher(self):
+        """Build the teacher, load its weights strictly, freeze it and put it in eval mode."""
+        logger = get_root_logger()
+        net_t = build_network(self.opt['network_t']).to(self.device)
+        path_opt = self.opt['path']
+        weights = os.path.expanduser(path_opt['pretrain_network_t'])
+        key = path_opt.get('teacher_param_key', 'params_ema')
+        strict = path_opt.get('strict_load_t', True)
+        state, used = extract_state_dict(load_checkpoint(weights), key, weights)
+        mismatch = describe_state_dict_mismatch(net_t, state)
+        if mismatch:
+            msg = (f'path.pretrain_network_t={weights} (key {used!r}) does not fit network_t '
+                   f'({self.opt["network_t"]["type"]}):\n{mismatch}')
+            if strict:
+                raise OptionError(msg)
+            logger.warning(msg + '\nLoading the matching keys only (strict_load_t: false).')
+            own = net_t.state_dict()
+            state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        net_t.load_state_dict(state, strict=strict)
+        logger.info(f'Teacher {self.opt["network_t"]["type"]} loaded from {weights} [{used}], '
+                    f'{sum(p.numel() for p in net_t.parameters()):,d} parameters, frozen.')
+        net_t.eval()
+        net_t.requires_grad_(False)
+        return net_t
+
+    def build_extra_modules(self):
+        """Trainable/stateful modules besides the student. KDModel: feature scale + connectors."""
+        extra = nn.ModuleDict()
+        if self.adapter_t is None:
+            return extra
+        distill_opt = self.opt.get('distill') or {}
+        k = self.adapter_t.num_stages
+        extra['feat_norm'] = build_network(
+            dict(type='FeatureNormalizer', num_points=k, enabled=distill_opt.get('feat_norm', True),
+                 momentum=distill_opt.get('feat_norm_momentum', 0.99)))
+        connectors = nn.ModuleDict()
+        for i, term in enumerate(self.feat_terms):
+            kernel = getattr(term, 'connector_kernel', None)
+            if kernel:
+                connectors[str(i)] = nn.ModuleList(
+                    build_network(
+                        dict(type='FeatureConnector', in_channels=self.adapter_g.channels,
+                             out_channels=self.adapter_t.channels, kernel_size=kernel)) for _ in range(k))
+        if len(connectors):
+            extra['connectors'] = connectors
+        return extra
+
+    def setup_optimizers(self):
+        train_opt = self.opt['train']
+        extra_opt = deepcopy(train_opt.get('optim_extra') or train_opt['optim_g'])
+        super().setup_optimizers()  # pops optim_g's type
+        params = [p for p in self.net_extra.parameters() if p.requires_grad]
+        self.optimizer_extra = None
+        if params:
+            optim_type = extra_opt.pop('type')
+            self.optimizer_extra = self.get_optimizer(optim_type, params, **extra_opt)
+            self.optimizers.append(self.optimizer_extra)
+
+    # ------------------------------------------------------------------ training
+    @torch.no_grad()
+    def run_teacher(self, lq):
+        """Teacher output, head feature and stage features, without gradients.
+
+        Returns:
+            dict: ``out`` (N, 3, sH, sW), ``head`` and ``feats`` (maps, or None without stages).
+        """
+        self.net_t.eval()  # stays in eval even if someone called .train() on it
+        if self.recorder_t is not None:
+            self.recorder_t.clear()
+        out = self.net_t(lq)
+        if self.recorder_t is None:
+            return dict(out=out, head=None, feats=None)
+        return dict(out=out, head=self.recorder_t.head, feats=list(self.recorder_t.features))
+
+    def student_forward(self, lq):
+        """Student output with its head and stage features recorded (with gradients)."""
+        if self.recorder_g is not None:
+            self.recorder_g.clear()
+        out = self.get_bare_model(self.net_g)(lq)
+        if self.recorder_g is None:
+            return out, None, None
+        return out, self.recorder_g.head, list(self.recorder_g.features)
+
+    def compute_losses(self, lq, gt, teacher, current_iter):
+        """All loss terms of one step (called inside :class:`DistillStep`).
+
+        Returns:
+            tuple[OrderedDict, dict]: Loss tensors (summed for backward) and extra log values.
+        """
+        losses, logs = OrderedDict(), {}
+        out, head_s, feats_s = self.student_forward(lq)
+        self.output = out
+        if loss_weight(self.cri_pix):
+            losses['l_pix'] = self.cri_pix(out, gt)
+        if loss_weight(self.cri_kd):
+            losses['l_kd'] = self.cri_kd(out, teacher['out'])
+        if self.feat_terms:
+            feats_t_n, feats_s_n = self.normalised_features(teacher['feats'], feats_s, logs)
+            for i, term in enumerate(self.feat_terms):
+                if not loss_weight(term):
+                    continue
+                connectors = self.connectors_of(i)
+                total = 0
+                for k, (f_t, f_s) in enumerate(zip(feats_t_n, feats_s_n)):
+                    total = total + term(connectors[k](f_s) if connectors is not None else f_s, f_t)
+                losses[self.term_name(term, i)] = total
+        return losses, logs
+
+    def connectors_of(self, index):
+        """The per-stage connectors of feature term ``index``, or None."""
+        if 'connectors' in self.net_extra and str(index) in self.net_extra['connectors']:
+            return self.net_extra['connectors'][str(index)]
+        return None
+
+    def normalised_features(self, feats_t, feats_s, logs):
+        """Update the running teacher scale and divide both sides' features by it."""
+        norm = self.net_extra['feat_norm']
+        norm.update(feats_t)
+        for k, s in enumerate(norm.scale.tolist()):
+            logs[f'feat_scale_{k + 1}'] = s
+        return norm(feats_t), norm(feats_s)
+
+    def term_name(self, term, index):
+        name = term.__class__.__name__
+        name = name[:-4] if name.endswith('Loss') else name
+        names = [t.__class__.__name__ for t in self.feat_terms]
+        suffix = f'_{index}' if names.count(term.__class__.__name__) > 1 else ''
+        return f'l_{name.lower()}{suffix}'
+
+    def optimize_parameters(self, current_iter):
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        teacher = self.run_teacher(self.lq)
+        losses, logs = self.train_step(self.lq, self.gt, teacher, current_iter)
+        if not losses:
+            raise OptionError('Every loss weight is 0: nothing to train (check train.*_opt loss_weight)')
+        l_total = sum(losses.values())
+        self.check_finite(l_total, losses, current_iter)
+        l_total.backward()
+        for optimizer in self.optimizers:
+            optimizer.step()
+        self.log_dict = self.reduce_loss_dict(losses)
+        self.log_dict.update(logs)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def check_finite(self, l_total, losses, current_iter):
+        """Stop with a message on a NaN/Inf loss (before the step corrupts the weights)."""
+        if not torch.isfinite(l_total):
+            bad = ', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())
+            raise FloatingPointError(f'Non-finite loss at iter {current_iter} ({bad}); stopping. The last saved '
+                                     'checkpoint is intact: lower the learning rate or check the data, '
+                                     'then resume with --auto_resume.')
+
+    # ------------------------------------------------------------------ test
+    def test(self):
+        """Student-only inference (EMA weights when present); pads for window-based students."""
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        window = self.opt['network_g'].get('window_size')
+        lq, pad = (pad_to_multiple(self.lq, window) if window else (self.lq, (0, 0)))
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            out = net(lq)
+        net.train(was_training)
+        if pad != (0, 0):
+            scale = self.opt.get('scale', 1)
+            out = out[..., :out.shape[-2] - pad[0] * scale, :out.shape[-1] - pad[1] * scale]
+        self.output = out
+
+    # ------------------------------------------------------------------ saving
+    def save(self, epoch, current_iter):
+        if len(self.net_extra.state_dict()):
+            self.save_network(self.net_extra, 'net_extra', current_iter)
+        super().save(epoch, current_iter)  # net_g (+ema), then the training state last
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        """BasicSR's save_network, written atomically (temporary file + rename)."""
+        label = 'latest' if current_iter == -1 else current_iter
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = OrderedDict(
+                ((k[7:] if k.startswith('module.') else k), v.detach().cpu()) for k, v in state.items())
+        atomic_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        """BasicSR's training state, written atomically."""
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [], 'schedulers': []}
+        state['optimizers'] = [o.state_dict() for o in self.optimizers]
+        state['schedulers'] = [s.state_dict() for s in self.schedulers]
+        atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state):
+        """Restore extra modules, then optimizers and schedulers (counts must match)."""
+        if len(self.net_extra.state_dict()):
+            path = os.path.join(self.opt['path']['models'], f'net_extra_{resume_state["iter"]}.pth')
+            state, _ = extract_state_dict(load_checkpoint(path), 'params', path)
+            mismatch = describe_state_dict_mismatch(self.net_extra, state)
+            if mismatch:
+                raise OptionError(f'{path} does not fit the extra modules built from the options:\n{mismatch}')
+            self.net_extra.load_state_dict(state)
+        if len(resume_state['optimizers']) != len(self.optimizers):
+            raise OptionError(f'The training state has {len(resume_state["optimizers"])} optimizers but the '
+                              f'options build {len(self.optimizers)}: resume with the options of that run')
+        super().resume_training(resume_state)

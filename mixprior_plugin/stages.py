@@ -1,0 +1,478 @@
+"""Stage adapters: view an SR network as head -> K body stages -> tail.
+
+Distillation needs two things from a network, without touching its code:
+
+* the features at the stage boundaries of an ordinary forward pass (taken by forward hooks,
+  :class:`FeatureRecorder`), and
+* for MiPKD's Block Prior Mixer, running any contiguous range of stages on a given feature and
+  then the tail (:meth:`StageAdapter.run_stages`, :meth:`StageAdapter.run_tail`).
+
+A *block* is one element of the network's body (EDSR: ResidualBlockNoBN, RCAN: ResidualGroup,
+SwinIR: RSTB). A *stage* is a run of consecutive blocks; ``stage_ends`` lists, for each stage, the
+1-based index of the block that ends it (EDSR 32 blocks in 4 stages: ``[8, 16, 24, 32]``). The last
+stage always ends at the last block. Features at boundaries are maps ``(N, C, H, W)`` at LR size;
+SwinIR's tokens ``(N, H*W, C)`` are reshaped.
+
+:func:`build_adapter` picks the adapter from the arch's class (EDSR, RCAN, SwinIR) or from an
+explicit ``distill.adapter_t`` / ``distill.adapter_g`` dict (``type: SequentialBodyAdapter``, with
+module paths) for any other arch whose body is a sequence of blocks. Each adapter's staged forward
+is checked against the network's own forward (:meth:`StageAdapter.check_matches_forward`).
+"""
+import math
+from functools import reduce
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mixprior_plugin.utils.options import OptionError
+
+
+def get_submodule(net, path):
+    """``net.a.b.0`` style lookup with an error that names the missing path."""
+    try:
+        return reduce(lambda m, name: m[int(name)] if name.isdigit() else getattr(m, name), path.split('.'), net)
+    except (AttributeError, IndexError, TypeError) as err:
+        raise OptionError(f'{net.__class__.__name__} has no submodule {path!r}') from err
+
+
+def split_equal(num_blocks, num_stages):
+    """Stage ends for an (as) equal (as possible) split of ``num_blocks`` into ``num_stages``."""
+    return [round(num_blocks * (k + 1) / num_stages) for k in range(num_stages)]
+
+
+class StageAdapter:
+    """Base class. Subclasses define where the blocks are and how to run head, blocks and tail.
+
+    Args:
+        net (nn.Module): The (bare) network.
+        stage_ends (list[int]): 1-based index of the block ending each stage.
+        key (str): Option key naming this network in errors (e.g. ``distill.stages_t``).
+    """
+
+    def __init__(self, net, stage_ends, key='distill.stages'):
+        self.net = net
+        self.key = key
+        n = len(self.blocks)
+        ends = [int(e) for e in stage_ends]
+        if not ends:
+            raise OptionError(f'{key}: at least one stage is needed')
+        if any(e < 1 or e > n for e in ends):
+            raise OptionError(f'{key}={ends}: stage ends must lie in 1..{n} '
+                              f'({net.__class__.__name__} has {n} body blocks)')
+        if any(b <= a for a, b in zip(ends, ends[1:])):
+            raise OptionError(f'{key}={ends}: stage ends must be strictly increasing')
+        if ends[-1] != n:
+            raise OptionError(f'{key}={ends}: the last stage must end at the last block ({n})')
+        self.stage_ends = ends
+
+    # ---- where things are (subclasses) -------------------------------------------------------
+    @property
+    def blocks(self):
+        """list[nn.Module]: The body blocks, in order."""
+        raise NotImplementedError
+
+    @property
+    def head_module(self):
+        """nn.Module: The module whose output is the head feature (used by the global residual)."""
+        raise NotImplementedError
+
+    @property
+    def channels(self):
+        """int: Channels of the body features."""
+        raise NotImplementedError
+
+    @property
+    def num_stages(self):
+        return len(self.stage_ends)
+
+    @property
+    def boundary_modules(self):
+        """list[nn.Module]: The block ending each stage."""
+        return [self.blocks[e - 1] for e in self.stage_ends]
+
+    def stage_blocks(self, k):
+        """Block index range ``range(start, end)`` (0-based) of stage ``k`` (0-based)."""
+        start = 0 if k == 0 else self.stage_ends[k - 1]
+        return range(start, self.stage_ends[k])
+
+    def to_map(self, block_output, block_inputs):
+        """Turn a block's output (as seen by a forward hook) into a map ``(N, C, H, W)``."""
+        return block_output
+
+    # ---- staged execution (subclasses) -------------------------------------------------------
+    def run_head(self, x):
+        """Run input normalisation and the head.
+
+        Args:
+            x (Tensor): LR input ``(N, 3, h, w)``.
+
+        Returns:
+            tuple[Tensor, dict]: Head feature ``(N, C, h, w)`` and a context for the later calls.
+        """
+        raise NotImplementedError
+
+    def run_blocks(self, feat, start, end, ctx):
+        """Run blocks ``start..end-1`` (0-based) on a map ``(N, C, H, W)``; returns a map."""
+        raise NotImplementedError
+
+    def run_tail(self, feat, head_feat, ctx):
+        """Run the tail on the last stage's map; ``head_feat`` feeds the global residual."""
+        raise NotImplementedError
+
+    # ---- generic -----------------------------------------------------------------------------
+    def run_stages(self, feat, first, last, ctx):
+        """Run stages ``first..last`` (0-based, inclusive) on a map."""
+        start = self.stage_blocks(first).start
+        end = self.stage_blocks(last).stop
+        return self.run_blocks(feat, start, end, ctx)
+
+    def forward_staged(self, x):
+        """The whole network run stage by stage.
+
+        Returns:
+            tuple[Tensor, Tensor, list[Tensor]]: Output, head feature, the K stage features.
+        """
+        head, ctx = self.run_head(x)
+        feats, feat = [], head
+        for k in range(self.num_stages):
+            feat = self.run_stages(feat, k, k, ctx)
+            feats.append(feat)
+        return self.run_tail(feat, head, ctx), head, feats
+
+    def check_matches_forward(self, lq_size=16, atol=1e-4):
+        """Check that the staged forward reproduces ``net(x)``; raise if it does not.
+
+        Catches an adapter applied to an arch whose forward differs from what it assumes.
+        """
+        param = next(self.net.parameters())
+        x = torch.rand(1, self.in_channels, lq_size, lq_size, device=param.device, dtype=param.dtype)
+        was_training = self.net.training
+        self.net.eval()
+        with torch.no_grad():
+            ref = self.net(x)
+            out = self.forward_staged(x)[0]
+        self.net.train(was_training)
+        if ref.shape != out.shape or not torch.allclose(ref, out, atol=atol * max(1.0, ref.abs().max().item())):
+            raise OptionError(f'{self.key}: {type(self).__name__} does not reproduce '
+                              f'{self.net.__class__.__name__}.forward; configure the adapter explicitly')
+
+    @property
+    def in_channels(self):
+        head = self.net.conv_first if hasattr(self.net, 'conv_first') else None
+        return head.in_channels if isinstance(head, nn.Conv2d) else 3
+
+
+class SequentialBodyAdapter(StageAdapter):
+    """Adapter for ``x -> head -> body blocks -> body_end (+ head) -> tail`` networks.
+
+    EDSR and RCAN have exactly this form; other archs can use it through options::
+
+        distill:
+          adapter_g: {type: SequentialBodyAdapter, head: conv_first, blocks: body,
+                      body_end: [conv_after_body], residual: true, tail: [upsample, conv_last]}
+
+    Args:
+        net (nn.Module): Network.
+        stage_ends (list[int]): See :class:`StageAdapter`.
+        key (str): Option key for errors.
+        head (str): Path of the head module (its output is the head feature).
+        blocks (str): Path of the body (an nn.Sequential / nn.ModuleList of blocks).
+        body_end (list[str]): Modules applied after the last block, before the residual.
+        residual (bool): Whether the head feature is added after ``body_end``.
+        tail (list[str] | None): Modules from the body feature to the output. None: the adapter
+            can record features but not run stages (enough for feature-KD baselines).
+        input_norm (bool): Apply ``(x - net.mean) * net.img_range`` before the head and the
+            inverse after the tail, as BasicSR's EDSR/RCAN/SwinIR do.
+    """
+
+    def __init__(self, net, stage_ends, key='distill.stages', head='conv_first', blocks='body',
+                 body_end=('conv_after_body', ), residual=True, tail=('upsample', 'conv_last'),
+                 input_norm=True):
+        self._head = get_submodule(net, head)
+        self._blocks = list(get_submodule(net, blocks))
+        self._body_end = [get_submodule(net, p) for p in (body_end or [])]
+        self._tail = None if tail is None else [get_submodule(net, p) for p in tail]
+        self.residual = residual
+        self.input_norm = input_norm
+        super().__init__(net, stage_ends, key)
+
+    @property
+    def blocks(self):
+        return self._blocks
+
+    @property
+    def head_module(self):
+        return self._head
+
+    @property
+    def channels(self):
+        conv = self._head if isinstance(self._head, nn.Conv2d) else None
+        if conv is None:
+            raise OptionError(f'{self.key}: cannot infer the feature width of {self.net.__class__.__name__}')
+        return conv.out_channels
+
+    def _normalise(self, x):
+        if not self.input_norm:
+            return x
+        return (x - self.net.mean.type_as(x)) * self.net.img_range
+
+    def _denormalise(self, x):
+        if not self.input_norm:
+            return x
+        return x / self.net.img_range + self.net.mean.type_as(x)
+
+    def run_head(self, x):
+        return self._head(self._normalise(x)), {}
+
+    def run_blocks(self, feat, start, end, ctx):
+        for block in self._blocks[start:end]:
+            feat = block(feat)
+        return feat
+
+    def run_tail(self, feat, head_feat, ctx):
+        if self._tail is None:
+            raise OptionError(f'{self.key}: the adapter of {self.net.__class__.__name__} has no tail; '
+                              'set its `tail` module list to run stages (needed by the block path)')
+        for m in self._body_end:
+            feat = m(feat)
+        if self.residual:
+            feat = feat + head_feat
+        for m in self._tail:
+            feat = m(feat)
+        return self._denormalise(feat)
+
+
+class EDSRAdapter(SequentialBodyAdapter):
+    """BasicSR EDSR: blocks are ``body`` (ResidualBlockNoBN)."""
+
+
+class RCANAdapter(SequentialBodyAdapter):
+    """BasicSR RCAN: blocks are the residual groups of ``body``."""
+
+
+class SwinIRAdapter(StageAdapter):
+    """BasicSR SwinIR (upsampler 'pixelshuffle' or 'pixelshuffledirect'): blocks are the RSTBs.
+
+    The first stage includes the patch embedding (flatten + LayerNorm), the tail includes the
+    final LayerNorm. Between stages features are maps; a stage flattens them to tokens
+    ``(N, H*W, C)`` and back. Inputs must be multiples of ``window_size`` (training patches are;
+    KD models pad at test time).
+    """
+
+    SUPPORTED_UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect')
+
+    def __init__(self, net, stage_ends, key='distill.stages'):
+        if net.upsampler not in self.SUPPORTED_UPSAMPLERS:
+            raise OptionError(f'{key}: SwinIR upsampler {net.upsampler!r} is not supported for distillation '
+                              f'(supported: {self.SUPPORTED_UPSAMPLERS})')
+        super().__init__(net, stage_ends, key)
+
+    @property
+    def blocks(self):
+        return list(self.net.layers)
+
+    @property
+    def head_module(self):
+        return self.net.conv_first
+
+    @property
+    def channels(self):
+        return self.net.embed_dim
+
+    @property
+    def window_size(self):
+        return self.net.layers[0].residual_group.blocks[0].window_size
+
+    def to_map(self, block_output, block_inputs):
+        h, w = block_inputs[1]
+        return block_output.transpose(1, 2).reshape(block_output.shape[0], -1, h, w)
+
+    def run_head(self, x):
+        x = (x - self.net.mean.type_as(x)) * self.net.img_range
+        return self.net.conv_first(x), {}
+
+    def run_blocks(self, feat, start, end, ctx):
+        n, _, h, w = feat.shape
+        if start == 0:
+            tokens = self.net.patch_embed(feat)
+            if self.net.ape:
+                tokens = tokens + self.net.absolute_pos_embed
+            tokens = self.net.pos_drop(tokens)
+        else:
+            tokens = feat.flatten(2).transpose(1, 2)
+        for layer in self.net.layers[start:end]:
+            tokens = layer(tokens, (h, w))
+        return tokens.transpose(1, 2).reshape(n, -1, h, w)
+
+    def run_tail(self, feat, head_feat, ctx):
+        net = self.net
+        n, _, h, w = feat.shape
+        tokens = net.norm(feat.flatten(2).transpose(1, 2))
+        x = net.patch_unembed(tokens, (h, w))
+        x = net.conv_after_body(x) + head_feat
+        if net.upsampler == 'pixelshuffle':
+            x = net.conv_last(net.upsample(net.conv_before_upsample(x)))
+        else:
+            x = net.upsample(x)
+        return x / net.img_range + net.mean.type_as(x)
+
+    def check_matches_forward(self, lq_size=None, atol=1e-4):
+        super().check_matches_forward(lq_size=lq_size or 2 * self.window_size, atol=atol)
+
+
+ADAPTERS = {'EDSR': EDSRAdapter, 'RCAN': RCANAdapter, 'SwinIR': SwinIRAdapter}
+CUSTOM_ADAPTERS = {'SequentialBodyAdapter': SequentialBodyAdapter}
+
+# Default number of stages per family (../shared/spec/MIPKD.md, "Default stage splits").
+DEFAULT_NUM_STAGES = {'EDSR': 4, 'RCAN': 5, 'SwinIR': 2}
+
+
+def num_body_blocks(net, adapter_opt=None):
+    """Number of body blocks of ``net`` (as the adapter would see them)."""
+    if adapter_opt:
+        return len(list(get_submodule(net, adapter_opt.get('blocks', 'body'))))
+    name = net.__class__.__name__
+    if name == 'SwinIR':
+        return len(net.layers)
+    if name in ADAPTERS:
+        return len(net.body)
+    raise OptionError(f'No stage adapter for {name}: set distill.adapter_t / distill.adapter_g '
+                      '(type: SequentialBodyAdapter, with module paths)')
+
+
+def build_adapter(net, stage_ends, adapter_opt=None, key='distill.stages'):
+    """Build the stage adapter for ``net``.
+
+    Args:
+        net (nn.Module): Bare network.
+        stage_ends (list[int]): 1-based block index ending each stage.
+        adapter_opt (dict | None): Explicit adapter options (``type`` + kwargs); None picks the
+            adapter from the arch's class name.
+        key (str): Option key for errors.
+    """
+    if adapter_opt:
+        adapter_opt = dict(adapter_opt)
+        kind = adapter_opt.pop('type', 'SequentialBodyAdapter')
+        if kind not in CUSTOM_ADAPTERS:
+            raise OptionError(f'{key}: unknown adapter type {kind!r} (known: {sorted(CUSTOM_ADAPTERS)})')
+        return CUSTOM_ADAPTERS[kind](net, stage_ends, key=key, **adapter_opt)
+    name = net.__class__.__name__
+    if name not in ADAPTERS:
+        raise OptionError(f'No stage adapter for {name}: set distill.adapter_t / distill.adapter_g '
+                          '(type: SequentialBodyAdapter, with module paths)')
+    return ADAPTERS[name](net, stage_ends, key=key)
+
+
+class FeatureRecorder:
+    """Records the head feature and the stage-boundary features of ordinary forward passes.
+
+    Forward hooks on the adapter's head module and boundary blocks (torchdistill-style): the
+    network's own forward runs unchanged, through DDP if wrapped.
+
+    Args:
+        adapter (StageAdapter): Adapter of the network to watch.
+    """
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self.head = None
+        self.features = [None] * adapter.num_stages
+        self._handles = [adapter.head_module.register_forward_hook(self._record_head)]
+        for k, module in enumerate(adapter.boundary_modules):
+            self._handles.append(module.register_forward_hook(self._make_hook(k)))
+
+    def _record_head(self, module, inputs, output):
+        self.head = output
+
+    def _make_hook(self, k):
+
+        def hook(module, inputs, output):
+            self.features[k] = self.adapter.to_map(output, inputs)
+
+        return hook
+
+    def clear(self):
+        self.head = None
+        self.features = [None] * self.adapter.num_stages
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def pad_to_multiple(x, multiple):
+    """Reflect-pad ``(N, C, H, W)`` on the bottom/right to multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (0, 0)
+    mode = 'reflect' if ph < h and pw < w else 'replicate'
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (ph, pw)
+
+
+def lcm(a, b):
+    return a * b // math.gcd(a, b)
+
+
+DISTILL_KEYS = ('num_stages', 'stages_t', 'stages_g', 'adapter_t', 'adapter_g', 'feat_norm', 'feat_norm_momentum',
+                'check_adapters')
+
+
+def resolve_stage_ends(distill_opt, net_t, net_g):
+    """Stage ends of teacher and student from ``distill`` options.
+
+    ``stages_t`` / ``stages_g`` give them explicitly; otherwise ``num_stages`` (or the family
+    default) splits each body equally.
+
+    Returns:
+        tuple[list[int], list[int]]: Teacher and student stage ends.
+    """
+    distill_opt = distill_opt or {}
+    n_t = num_body_blocks(net_t, distill_opt.get('adapter_t'))
+    n_g = num_body_blocks(net_g, distill_opt.get('adapter_g'))
+    k = distill_opt.get('num_stages')
+    if k is None:
+        k_t = DEFAULT_NUM_STAGES.get(net_t.__class__.__name__)
+        k_g = DEFAULT_NUM_STAGES.get(net_g.__class__.__name__)
+        k = min(v for v in (k_t, k_g) if v is not None) if (k_t or k_g) else None
+    ends = {}
+    for side, n, net in (('t', n_t, net_t), ('g', n_g, net_g)):
+        explicit = distill_opt.get(f'stages_{side}')
+        if explicit is not None:
+            if not isinstance(explicit, (list, tuple)) or not all(isinstance(e, int) for e in explicit):
+                raise OptionError(f'distill.stages_{side} must be a list of block indices, got {explicit!r}')
+            ends[side] = list(explicit)
+        else:
+            if k is None:
+                raise OptionError(f'distill.num_stages is needed for {net.__class__.__name__} '
+                                  '(or give distill.stages_t and distill.stages_g)')
+            if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+                raise OptionError(f'distill.num_stages must be a positive integer, got {k!r}')
+            if k > n:
+                raise OptionError(f'distill.num_stages={k} exceeds the {n} body blocks of '
+                                  f'{"teacher" if side == "t" else "student"} {net.__class__.__name__}')
+            ends[side] = split_equal(n, k)
+    if len(ends['t']) != len(ends['g']):
+        raise OptionError(f'distill.stages_t has {len(ends["t"])} stages but distill.stages_g has '
+                          f'{len(ends["g"])}: teacher and student need the same number of stages')
+    return ends['t'], ends['g']
+
+
+def build_adapters(distill_opt, net_t, net_g):
+    """Teacher and student adapters from ``distill`` options (validated, checked against forward).
+
+    Args:
+        distill_opt (dict | None): The ``distill`` section.
+        net_t (nn.Module): Bare teacher.
+        net_g (nn.Module): Bare student.
+
+    Returns:
+        tuple[StageAdapter, StageAdapter]
+    """
+    distill_opt = distill_opt or {}
+    ends_t, ends_g = resolve_stage_ends(distill_opt, net_t, net_g)
+    adapter_t = build_adapter(net_t, ends_t, distill_opt.get('adapter_t'), key='distill.stages_t')
+    adapter_g = build_adapter(net_g, ends_g, distill_opt.get('adapter_g'), key='distill.stages_g')
+    return adapter_t, adapter_g
