@@ -48,6 +48,44 @@ def loss_weight(loss):
     return float(getattr(loss, 'loss_weight', 1.0)) if loss is not None else 0.0
 
 
+def build_frozen_teacher(opt, device='cpu'):
+    """Build ``network_t``, load ``path.pretrain_network_t`` strictly, freeze it, eval mode.
+
+    Args:
+        opt (dict): Options (``network_t``, ``path.pretrain_network_t``, ``path.teacher_param_key``
+            (default 'params_ema', falling back to 'params'), ``path.strict_load_t`` (default True)).
+        device: Where to put it.
+
+    Returns:
+        nn.Module: The teacher, ``requires_grad`` False everywhere, in eval mode.
+
+    Raises:
+        OptionError: The weights do not fit, with the missing / unexpected / mismatched keys.
+    """
+    logger = get_root_logger()
+    net_t = build_network(opt['network_t']).to(device)
+    path_opt = opt['path']
+    weights = os.path.expanduser(path_opt['pretrain_network_t'])
+    key = path_opt.get('teacher_param_key', 'params_ema')
+    strict = path_opt.get('strict_load_t', True)
+    state, used = extract_state_dict(load_checkpoint(weights), key, weights)
+    mismatch = describe_state_dict_mismatch(net_t, state)
+    if mismatch:
+        msg = (f'path.pretrain_network_t={weights} (key {used!r}) does not fit network_t '
+               f'({opt["network_t"]["type"]}):\n{mismatch}')
+        if strict:
+            raise OptionError(msg)
+        logger.warning(msg + '\nLoading the matching keys only (strict_load_t: false).')
+        own = net_t.state_dict()
+        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    net_t.load_state_dict(state, strict=strict)
+    logger.info(f'Teacher {opt["network_t"]["type"]} loaded from {weights} [{used}], '
+                f'{sum(p.numel() for p in net_t.parameters()):,d} parameters, frozen.')
+    net_t.eval()
+    net_t.requires_grad_(False)
+    return net_t
+
+
 class DistillStep(nn.Module):
     """Everything that receives gradients in one step, as one module.
 
@@ -110,6 +148,11 @@ class KDModel(SRModel):
             if not isinstance(term, dict) or 'type' not in term:
                 raise OptionError(f'train.feat_opt[{i}] must be a loss dict with a type, got {term!r}')
 
+    @classmethod
+    def feat_terms_for(cls, opt):
+        """The feature-KD loss modules of ``train.feat_opt`` (one dict or a list)."""
+        return [build_loss(t) for t in cls._as_list(opt.get('train', {}).get('feat_opt'))]
+
     @staticmethod
     def _as_list(value):
         if value is None:
@@ -126,7 +169,7 @@ class KDModel(SRModel):
         train_opt = self.opt['train']
         self.net_t = self.build_teacher()
         self.cri_kd = build_loss(train_opt.get('kd_opt') or dict(type='L1Loss', loss_weight=1.0)).to(self.device)
-        self.feat_terms = [build_loss(t).to(self.device) for t in self._as_list(train_opt.get('feat_opt'))]
+        self.feat_terms = [t.to(self.device) for t in self.feat_terms_for(self.opt)]
 
         self.adapter_t = self.adapter_g = self.recorder_t = self.recorder_g = None
         if self.uses_features():
@@ -139,7 +182,7 @@ class KDModel(SRModel):
             self.recorder_g = FeatureRecorder(self.adapter_g)
             logger.info('Distillation stages: teacher ends %s, student ends %s', self.adapter_t.stage_ends,
                         self.adapter_g.stage_ends)
-        self.net_extra = self.build_extra_modules().to(self.device)
+        self.net_extra = self.extra_modules_for(self.opt, self.adapter_t, self.adapter_g, self.feat_terms).to(self.device)
         super().init_training_settings()  # EMA, pixel loss, optimizers, schedulers
 
         self.train_step = DistillStep(self)
@@ -155,47 +198,40 @@ class KDModel(SRModel):
 
     def build_teacher(self):
         """Build the teacher, load its weights strictly, freeze it and put it in eval mode."""
-        logger = get_root_logger()
-        net_t = build_network(self.opt['network_t']).to(self.device)
-        path_opt = self.opt['path']
-        weights = os.path.expanduser(path_opt['pretrain_network_t'])
-        key = path_opt.get('teacher_param_key', 'params_ema')
-        strict = path_opt.get('strict_load_t', True)
-        state, used = extract_state_dict(load_checkpoint(weights), key, weights)
-        mismatch = describe_state_dict_mismatch(net_t, state)
-        if mismatch:
-            msg = (f'path.pretrain_network_t={weights} (key {used!r}) does not fit network_t '
-                   f'({self.opt["network_t"]["type"]}):\n{mismatch}')
-            if strict:
-                raise OptionError(msg)
-            logger.warning(msg + '\nLoading the matching keys only (strict_load_t: false).')
-            own = net_t.state_dict()
-            state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        net_t.load_state_dict(state, strict=strict)
-        logger.info(f'Teacher {self.opt["network_t"]["type"]} loaded from {weights} [{used}], '
-                    f'{sum(p.numel() for p in net_t.parameters()):,d} parameters, frozen.')
-        net_t.eval()
-        net_t.requires_grad_(False)
-        return net_t
+        return build_frozen_teacher(self.opt, self.device)
 
-    def build_extra_modules(self):
-        """Trainable/stateful modules besides the student. KDModel: feature scale + connectors."""
+    @classmethod
+    def extra_modules_for(cls, opt, adapter_t, adapter_g, feat_terms):
+        """Trainable/stateful modules besides the student, from options (no weights loaded).
+
+        KDModel: the per-point feature scale and the connectors of feature terms that ask for
+        them. Subclasses add their own (MiPKDModel: the mixers). Also used by
+        tools/inspect_stages.py to show what a run will build.
+
+        Args:
+            opt (dict): Options.
+            adapter_t, adapter_g (StageAdapter | None): Adapters (None: no stage features).
+            feat_terms (list[nn.Module]): Built ``train.feat_opt`` losses.
+
+        Returns:
+            nn.ModuleDict
+        """
         extra = nn.ModuleDict()
-        if self.adapter_t is None:
+        if adapter_t is None:
             return extra
-        distill_opt = self.opt.get('distill') or {}
-        k = self.adapter_t.num_stages
+        distill_opt = opt.get('distill') or {}
+        k = adapter_t.num_stages
         extra['feat_norm'] = build_network(
             dict(type='FeatureNormalizer', num_points=k, enabled=distill_opt.get('feat_norm', True),
                  momentum=distill_opt.get('feat_norm_momentum', 0.99)))
         connectors = nn.ModuleDict()
-        for i, term in enumerate(self.feat_terms):
+        for i, term in enumerate(feat_terms):
             kernel = getattr(term, 'connector_kernel', None)
             if kernel:
                 connectors[str(i)] = nn.ModuleList(
                     build_network(
-                        dict(type='FeatureConnector', in_channels=self.adapter_g.channels,
-                             out_channels=self.adapter_t.channels, kernel_size=kernel)) for _ in range(k))
+                        dict(type='FeatureConnector', in_channels=adapter_g.channels, out_channels=adapter_t.channels,
+                             kernel_size=kernel)) for _ in range(k))
         if len(connectors):
             extra['connectors'] = connectors
         return extra
