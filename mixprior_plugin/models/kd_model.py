@@ -123,8 +123,13 @@ class KDModel(SRModel):
 
     # ------------------------------------------------------------------ options
     @classmethod
-    def check_options(cls, opt):
-        """Validate the plugin's options before anything is built; errors name the key."""
+    def check_options(cls, opt, check_files=True):
+        """Validate the plugin's options before anything is built; errors name the key.
+
+        Args:
+            opt (dict): Options.
+            check_files (bool): Also require the teacher weights file to exist.
+        """
         for section, keys in cls.EXTRA_SECTIONS.items():
             check_known_keys(opt.get(section), keys, section)
         if 'network_t' not in opt:
@@ -141,7 +146,7 @@ class KDModel(SRModel):
         if not weights:
             raise OptionError('path.pretrain_network_t is missing: the teacher must be trained weights '
                               '(a random teacher teaches nothing)')
-        if not os.path.isfile(os.path.expanduser(weights)):
+        if check_files and not os.path.isfile(os.path.expanduser(weights)):
             raise OptionError(f'path.pretrain_network_t={weights}: file not found')
         feat_opt = opt.get('train', {}).get('feat_opt')
         for i, term in enumerate(cls._as_list(feat_opt)):
@@ -183,7 +188,10 @@ class KDModel(SRModel):
             logger.info('Distillation stages: teacher ends %s, student ends %s', self.adapter_t.stage_ends,
                         self.adapter_g.stage_ends)
         self.net_extra = self.extra_modules_for(self.opt, self.adapter_t, self.adapter_g, self.feat_terms).to(self.device)
+        pristine_train_opt = deepcopy(train_opt)
         super().init_training_settings()  # EMA, pixel loss, optimizers, schedulers
+        # BasicSR pops 'type' out of optim_g/scheduler; keep self.opt usable (e.g. re-saving it).
+        self.opt['train'] = pristine_train_opt
 
         self.train_step = DistillStep(self)
         if self.opt['dist']:
@@ -275,27 +283,50 @@ class KDModel(SRModel):
     def compute_losses(self, lq, gt, teacher, current_iter):
         """All loss terms of one step (called inside :class:`DistillStep`).
 
+        Args:
+            lq (Tensor): LR batch ``(N, 3, h, w)``.
+            gt (Tensor): HR batch ``(N, 3, sh, sw)``.
+            teacher (dict): :meth:`run_teacher`'s output.
+            current_iter (int): Iteration (1-based).
+
         Returns:
             tuple[OrderedDict, dict]: Loss tensors (summed for backward) and extra log values.
         """
         losses, logs = OrderedDict(), {}
-        out, head_s, feats_s = self.student_forward(lq)
+        out, head, feats = self.student_forward(lq)
         self.output = out
-        if loss_weight(self.cri_pix):
-            losses['l_pix'] = self.cri_pix(out, gt)
-        if loss_weight(self.cri_kd):
-            losses['l_kd'] = self.cri_kd(out, teacher['out'])
-        if self.feat_terms:
-            feats_t_n, feats_s_n = self.normalised_features(teacher['feats'], feats_s, logs)
-            for i, term in enumerate(self.feat_terms):
-                if not loss_weight(term):
-                    continue
-                connectors = self.connectors_of(i)
-                total = 0
-                for k, (f_t, f_s) in enumerate(zip(feats_t_n, feats_s_n)):
-                    total = total + term(connectors[k](f_s) if connectors is not None else f_s, f_t)
-                losses[self.term_name(term, i)] = total
+        student = dict(out=out, head=head, feats=feats)
+        normalised = None
+        if self.adapter_t is not None:
+            normalised = self.normalised_features(teacher['feats'], feats, logs)
+        self.add_losses(student, teacher, gt, normalised, losses, logs, current_iter)
         return losses, logs
+
+    def add_losses(self, student, teacher, gt, normalised, losses, logs, current_iter):
+        """Add this method's terms to ``losses``. KDModel: pixel, output KD, feature terms.
+
+        Args:
+            student (dict): ``out``, ``head``, ``feats`` of the student (with gradients).
+            teacher (dict): ``out``, ``head``, ``feats`` of the teacher (no gradients).
+            gt (Tensor): HR batch.
+            normalised (tuple[list, list] | None): Teacher and student stage features divided by
+                the running teacher scale.
+            losses (OrderedDict): Filled in place.
+            logs (dict): Extra scalars to log, filled in place.
+            current_iter (int): Iteration.
+        """
+        if loss_weight(self.cri_pix):
+            losses['l_pix'] = self.cri_pix(student['out'], gt)
+        if loss_weight(self.cri_kd):
+            losses['l_kd'] = self.cri_kd(student['out'], teacher['out'])
+        for i, term in enumerate(self.feat_terms):
+            if not loss_weight(term):
+                continue
+            connectors = self.connectors_of(i)
+            total = 0
+            for k, (f_t, f_s) in enumerate(zip(*normalised)):
+                total = total + term(connectors[k](f_s) if connectors is not None else f_s, f_t)
+            losses[self.term_name(term, i)] = total
 
     def connectors_of(self, index):
         """The per-stage connectors of feature term ``index``, or None."""
@@ -304,7 +335,11 @@ class KDModel(SRModel):
         return None
 
     def normalised_features(self, feats_t, feats_s, logs):
-        """Update the running teacher scale and divide both sides' features by it."""
+        """Update the running teacher scale and divide both sides' features by it.
+
+        Returns:
+            tuple[list[Tensor], list[Tensor]]: Normalised teacher and student features.
+        """
         norm = self.net_extra['feat_norm']
         norm.update(feats_t)
         for k, s in enumerate(norm.scale.tolist()):
