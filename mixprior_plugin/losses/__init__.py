@@ -1,4 +1,4 @@
 """Plugin losses (registered in BasicSR's LOSS_REGISTRY on import)."""
-from .kd_loss import FitNetLoss
+from .kd_loss import ATLoss, FAKDLoss, FitNetLoss, RKDLoss
 
-__all__ = ['FitNetLoss']
+__all__ = ['FitNetLoss', 'ATLoss', 'FAKDLoss', 'RKDLoss']

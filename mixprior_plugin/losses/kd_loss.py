@@ -1,11 +1,13 @@
-"""Feature-KD losses (FitNet, ...), one stage point at a time.
+"""Feature-KD losses (FitNet, AT, FAKD, RKD), one stage point at a time.
 
 Contract with KDModel (``train.feat_opt``): a loss is called as ``loss(feat_s, feat_t)`` for each
 distillation point with maps ``(N, C, H, W)`` already divided by the point's teacher scale, and
 returns a scalar already multiplied by ``loss_weight`` (BasicSR's convention). A loss whose
 ``connector_kernel`` is set gets a trainable FeatureConnector (student width -> teacher width)
 per point, built, optimised, saved and resumed by the model; ``feat_s`` then arrives connected.
+AT, FAKD and RKD compare width-free statistics, so they work with C_S != C_T and need no connector.
 """
+import torch
 from torch import nn
 from torch.nn import functional as F
 
@@ -39,3 +41,260 @@ class FitNetLoss(nn.Module):
         """Args: feat_s (Tensor): connected student feature (N, C_T, H, W); feat_t (Tensor): (N, C_T, H, W)."""
         dist = F.mse_loss if self.criterion == 'l2' else F.l1_loss
         return self.loss_weight * dist(feat_s, feat_t)
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _check_pair(name, feat_s, feat_t, same_size=True):
+    """Raise a ValueError naming the loss unless both are 4-D maps of the same batch (and size)."""
+    if feat_s.dim() != 4 or feat_t.dim() != 4:
+        raise ValueError(f'{name} expects feature maps (N, C, H, W), got student {tuple(feat_s.shape)} '
+                         f'and teacher {tuple(feat_t.shape)}')
+    if feat_s.shape[0] != feat_t.shape[0]:
+        raise ValueError(f'{name}: student batch {feat_s.shape[0]} != teacher batch {feat_t.shape[0]}')
+    if same_size and feat_s.shape[-2:] != feat_t.shape[-2:]:
+        raise ValueError(f'{name}: student map {tuple(feat_s.shape[-2:])} and teacher map '
+                         f'{tuple(feat_t.shape[-2:])} must have the same spatial size')
+
+
+def _check_pool_size(name, pool_size, allow_none=True):
+    if pool_size is None and allow_none:
+        return
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise ValueError(f'{name} pool_size must be a positive int{" or None" if allow_none else ""}, '
+                         f'got {pool_size!r}')
+
+
+def adaptive_pool(feat, pool_size):
+    """Adaptive average pooling to at most ``pool_size x pool_size`` (never upsamples).
+
+    Args:
+        feat (Tensor): ``(N, C, H, W)``.
+        pool_size (int | None): Target side; None keeps the map as it is.
+
+    Returns:
+        Tensor: ``(N, C, min(H, pool_size), min(W, pool_size))``; ``feat`` itself when that is its size.
+    """
+    if pool_size is None:
+        return feat
+    size = (min(feat.shape[-2], pool_size), min(feat.shape[-1], pool_size))
+    if tuple(feat.shape[-2:]) == size:
+        return feat
+    return F.adaptive_avg_pool2d(feat, size)
+
+
+# ---------------------------------------------------------------------------------- AT
+@LOSS_REGISTRY.register()
+class ATLoss(nn.Module):
+    """Attention transfer (Zagoruyko & Komodakis, ICLR 2017) between stage features.
+
+    The attention map of a feature ``F`` of shape ``(N, C, H, W)`` is ``Q = mean_c |F_c|^p``, of
+    shape ``(N, H*W)`` after flattening, divided by its L2 norm per sample (``max(||Q||, eps)``,
+    as ``F.normalize``). The loss is the mean over the batch of the **squared L2 distance** between
+    the student's and the teacher's normalised maps (the sum over positions, not the mean: it lies
+    in [0, 4] whatever the map size; the mean of squared differences is this divided by H*W).
+    Channel counts may differ (the maps are channel-free), so no connector is used. The teacher
+    side is computed without gradients.
+
+    Args:
+        loss_weight (float): Weight of the term. Default: 1.0.
+        p (float): Exponent of ``|F|`` (2 in the paper). Must be > 0. Default: 2.
+        eps (float): Lower bound of the norm in the normalisation. Default: 1e-6.
+    """
+
+    def __init__(self, loss_weight=1.0, p=2, eps=1e-6):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or p <= 0:
+            raise ValueError(f'ATLoss p must be a positive number, got {p!r}')
+        if not eps > 0:
+            raise ValueError(f'ATLoss eps must be > 0, got {eps!r}')
+        self.loss_weight = loss_weight
+        self.p = p
+        self.eps = eps
+
+    def attention(self, feat):
+        """Normalised attention map.
+
+        Args:
+            feat (Tensor): ``(N, C, H, W)``.
+
+        Returns:
+            Tensor: ``(N, H*W)``, unit L2 norm per row (or zero for an all-zero map).
+        """
+        att = feat.abs().pow(self.p).mean(dim=1).flatten(1)
+        return F.normalize(att, p=2, dim=1, eps=self.eps)
+
+    def forward(self, feat_s, feat_t):
+        """Args: feat_s (Tensor): student feature (N, C_S, H, W); feat_t (Tensor): teacher feature
+        (N, C_T, H, W). Returns: Tensor: scalar, ``loss_weight * mean_n ||Q_s[n] - Q_t[n]||^2``."""
+        _check_pair('ATLoss', feat_s, feat_t)
+        with torch.no_grad():
+            att_t = self.attention(feat_t.detach())
+        att_s = self.attention(feat_s)
+        return self.loss_weight * (att_s - att_t).pow(2).sum(dim=1).mean()
+
+
+# ---------------------------------------------------------------------------------- FAKD
+@LOSS_REGISTRY.register()
+class FAKDLoss(nn.Module):
+    """Feature-affinity KD (FAKD, He et al., ICIP 2020): match spatial affinity matrices.
+
+    Per sample, the map ``(C, H, W)`` is flattened to ``(C, P)`` with ``P = H*W`` positions, each
+    position's channel vector is divided by its L2 norm (``max(norm, 1e-6)``, so an all-zero
+    position has zero affinity with everything), and the affinity is ``A = F^T F`` of shape
+    ``(P, P)``: the cosine similarity of every pair of positions. The loss is the L1 distance
+    (mean absolute difference over all ``N*P*P`` entries) between the student's and the teacher's
+    affinities. Channel counts may differ; no connector is used. The teacher side is computed
+    without gradients.
+
+    Memory grows as ``N * P^2``: a full affinity of one 96x96 map has 85M entries (340 MB in
+    float32, and forward + backward hold several such tensors). ``pool_size`` bounds it by
+    adaptive-average-pooling both maps to ``pool_size x pool_size`` first (a side already at most
+    ``pool_size`` is not resized, so the map is never upsampled).
+
+    Args:
+        loss_weight (float): Weight of the term. Default: 1.0.
+        pool_size (int | None): Side of the pooled map before the affinity; None: full
+            resolution (the paper's choice; fine for LR training patches of ~48x48). Default: None.
+    """
+
+    EPS = 1e-6
+
+    def __init__(self, loss_weight=1.0, pool_size=None):
+        super().__init__()
+        _check_pool_size('FAKDLoss', pool_size)
+        self.loss_weight = loss_weight
+        self.pool_size = pool_size
+
+    def affinity(self, feat):
+        """Spatial affinity.
+
+        Args:
+            feat (Tensor): ``(N, C, H, W)``.
+
+        Returns:
+            Tensor: ``(N, P, P)`` with ``P = H'*W'`` after pooling; entries are cosines in [-1, 1].
+        """
+        feat = adaptive_pool(feat, self.pool_size).flatten(2)  # (N, C, P)
+        feat = F.normalize(feat, p=2, dim=1, eps=self.EPS)
+        return torch.bmm(feat.transpose(1, 2), feat)
+
+    def forward(self, feat_s, feat_t):
+        """Args: feat_s (Tensor): student feature (N, C_S, H, W); feat_t (Tensor): teacher feature
+        (N, C_T, H, W). Returns: Tensor: scalar, ``loss_weight * mean |A_s - A_t|``."""
+        _check_pair('FAKDLoss', feat_s, feat_t)
+        with torch.no_grad():
+            aff_t = self.affinity(feat_t.detach())
+        aff_s = self.affinity(feat_s)
+        return self.loss_weight * F.l1_loss(aff_s, aff_t)
+
+
+# ---------------------------------------------------------------------------------- RKD
+@LOSS_REGISTRY.register()
+class RKDLoss(nn.Module):
+    """Relational KD (Park et al., CVPR 2019) on pooled stage features.
+
+    Each map is adaptive-average-pooled to ``pool_size x pool_size`` (a side already at most
+    ``pool_size`` is kept; None keeps the whole map) and flattened to one embedding per sample,
+    ``(N, C * h * w)``; student and teacher embeddings may have different lengths.
+
+    Distance term: ``d_ij = ||e_i - e_j||`` for every pair, divided by the mean of the non-zero
+    ``d_ij`` (i != j) of the same network (1e-12 at least, so a batch of identical samples gives
+    zeros, not NaN); smooth L1 (beta 1) between the student's and the teacher's normalised
+    distances, averaged over the ``N(N-1)`` ordered pairs i != j (the zero diagonal is left out).
+
+    Angle term: for every triplet of distinct samples (i, j, k), the cosine of the angle at
+    ``e_j``: ``<u(e_i - e_j), u(e_k - e_j)>`` with ``u`` the L2 normalisation; smooth L1 between
+    the student's and the teacher's cosines, averaged over the ``N(N-1)(N-2)`` triplets. Degenerate
+    triplets (a repeated index) are left out since they carry no relation.
+
+    Batch size: N >= 2 is required (ValueError otherwise). With N == 2 there is no triplet of
+    distinct samples, so the angle term is exactly 0 and only the distance term trains. Relations
+    are taken within the batch the loss sees (under DDP: each GPU's own batch). The teacher side
+    is computed without gradients. Memory: ``N^2 * C*h*w`` for the pairwise differences and
+    ``N^3`` for the angles (pool_size=None on large maps makes the first one big). Returns
+    ``loss_weight * (distance_weight * l_dist + angle_weight * l_angle)``.
+
+    Args:
+        loss_weight (float): Weight of the whole term. Default: 1.0.
+        distance_weight (float): Weight of the distance term (Park et al.: 1). Default: 1.0.
+        angle_weight (float): Weight of the angle term (Park et al.: 2). Default: 2.0.
+        pool_size (int | None): Side of the pooled map. Default: 4.
+    """
+
+    def __init__(self, loss_weight=1.0, distance_weight=1.0, angle_weight=2.0, pool_size=4):
+        super().__init__()
+        _check_pool_size('RKDLoss', pool_size)
+        if distance_weight < 0 or angle_weight < 0 or distance_weight == angle_weight == 0:
+            raise ValueError('RKDLoss distance_weight and angle_weight must be >= 0 and not both 0, got '
+                             f'{distance_weight!r} and {angle_weight!r}')
+        self.loss_weight = loss_weight
+        self.distance_weight = distance_weight
+        self.angle_weight = angle_weight
+        self.pool_size = pool_size
+
+    def embed(self, feat):
+        """``(N, C, H, W)`` -> pooled, flattened embeddings ``(N, C*h*w)``."""
+        return adaptive_pool(feat, self.pool_size).flatten(1)
+
+    @staticmethod
+    def distances(emb):
+        """Normalised pairwise distances.
+
+        Args:
+            emb (Tensor): ``(N, D)``.
+
+        Returns:
+            Tensor: ``(N, N)``, ``||e_i - e_j||`` divided by the mean non-zero off-diagonal distance.
+        """
+        sq = (emb.unsqueeze(0) - emb.unsqueeze(1)).pow(2).sum(dim=-1)
+        # sqrt has an infinite derivative at 0: take it only where the distance is non-zero
+        positive = sq > 0
+        dist = torch.where(positive, sq.clamp_min(1e-30).sqrt(), torch.zeros_like(sq))
+        count = positive.sum().clamp_min(1)
+        mean = (dist.sum() / count).clamp_min(1e-12)
+        return dist / mean
+
+    @staticmethod
+    def angles(emb):
+        """Cosines of the angle at ``e_j`` of every triplet.
+
+        Args:
+            emb (Tensor): ``(N, D)``.
+
+        Returns:
+            Tensor: ``(N, N, N)``, entry ``[j, i, k] = <u(e_i - e_j), u(e_k - e_j)>`` (zero where
+            ``i == j`` or ``k == j``).
+        """
+        diff = F.normalize(emb.unsqueeze(0) - emb.unsqueeze(1), p=2, dim=-1)  # [j, i] = u(e_i - e_j)
+        return torch.bmm(diff, diff.transpose(1, 2))
+
+    def forward(self, feat_s, feat_t):
+        """Args: feat_s (Tensor): student feature (N, C_S, H, W); feat_t (Tensor): teacher feature
+        (N, C_T, H', W'), N >= 2. Returns: Tensor: scalar (see the class docstring).
+
+        Raises:
+            ValueError: N < 2 (no pair to relate).
+        """
+        _check_pair('RKDLoss', feat_s, feat_t, same_size=False)
+        n = feat_s.shape[0]
+        if n < 2:
+            raise ValueError(f'RKDLoss needs a batch of at least 2 samples (3 for the angle term), got {n}: '
+                             'raise datasets.train.batch_size_per_gpu')
+        emb_s = self.embed(feat_s)
+        with torch.no_grad():
+            emb_t = self.embed(feat_t.detach())
+        eye = torch.eye(n, dtype=torch.bool, device=feat_s.device)
+        loss = feat_s.new_zeros(())
+        if self.distance_weight:
+            with torch.no_grad():
+                dist_t = self.distances(emb_t)
+            dist_s = self.distances(emb_s)
+            pairs = ~eye
+            loss = loss + self.distance_weight * F.smooth_l1_loss(dist_s[pairs], dist_t[pairs], beta=1.0)
+        if self.angle_weight and n >= 3:
+            with torch.no_grad():
+                ang_t = self.angles(emb_t)
+            ang_s = self.angles(emb_s)
+            distinct = ~(eye.unsqueeze(2) | eye.unsqueeze(1) | eye.unsqueeze(0))  # j != i, j != k, i != k
+            loss = loss + self.angle_weight * F.smooth_l1_loss(ang_s[distinct], ang_t[distinct], beta=1.0)
+        return self.loss_weight * loss
