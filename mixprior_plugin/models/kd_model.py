@@ -177,7 +177,7 @@ class KDModel(SRModel):
         self.feat_terms = [t.to(self.device) for t in self.feat_terms_for(self.opt)]
 
         self.adapter_t = self.adapter_g = self.recorder_t = self.recorder_g = None
-        if self.uses_features():
+        if self.uses_features_for(self.opt, self.feat_terms):
             distill_opt = self.opt.get('distill') or {}
             self.adapter_t, self.adapter_g = build_adapters(distill_opt, self.net_t, self.get_bare_model(self.net_g))
             if distill_opt.get('check_adapters', True):
@@ -200,9 +200,10 @@ class KDModel(SRModel):
                 self.train_step, device_ids=device_ids,
                 find_unused_parameters=self.opt.get('find_unused_parameters', True))
 
-    def uses_features(self):
+    @classmethod
+    def uses_features_for(cls, opt, feat_terms):
         """Whether stage features are needed (feature terms, or an explicit distill section)."""
-        return bool(self.feat_terms) or self.opt.get('distill') is not None
+        return bool(feat_terms) or opt.get('distill') is not None
 
     def build_teacher(self):
         """Build the teacher, load its weights strictly, freeze it and put it in eval mode."""

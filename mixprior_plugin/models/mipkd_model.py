@@ -1,0 +1,246 @@
+"""MiPKDModel: Multi-granularity Mixture of Priors KD (Li et al., ICLR 2025).
+
+Loss (../shared/spec/MIPKD.md)::
+
+    L = w_pix |S(x) - y| + w_kd |S(x) - T(x)| + w_feat sum_k L_FPM^k + w_block L_BPM + w_ae sum_k L_AE^k
+
+* Feature Prior Mixer (FPM), per distillation point k: encode teacher and student features to a
+  common latent, mix with a random mask, decode to the teacher's space; the decoded mixture must
+  reconstruct the teacher feature (``train.fpm_opt``, default L1, weight 1).
+* Block Prior Mixer (BPM): one random teacher/student hybrid per step. The student runs its head
+  and stages 1..k0 (k0 a random point); the mixed latent Z_M at k0 continues through stages
+  k0+1..K, each taken from the student with probability ``route.prob``, else from the teacher,
+  crossing spaces through the mixer of the point where ownership changes; the tail is the
+  student's by default. Its output must match the teacher's (``train.bpm_opt``, L1, weight 0.1).
+  Teacher stages are frozen but NOT run under no_grad: gradients flow through them.
+* Auto-encoder loss (``train.ae_opt``, L1, weight 1): D_T(E_T(F_T)) ~ F_T and
+  D_S(E_S(F_S)) ~ F_S on detached features, so it trains the mixers only.
+
+Options (top-level ``mixer:`` section; all optional, defaults shown)::
+
+    mixer:
+      latent_channels: ~          # C_z; ~ = student width
+      encoder: {type: cnn, sharing: separate}      # cnn|mlp ; separate|shared|none
+      mask: {type: random3d, ratio: 0.5, grid_size: 4}  # random3d|spatial|channel|grid|similarity
+      route: {mode: per_stage, prob: 0.5, tail: student, batch_fraction: 1.0}
+      ae_warmup_iters: 0          # first N iterations: only pixel, KD and AE terms
+
+Choices where the paper is silent (all options): ``route.mode: single_switch`` gives all stages
+after k0 to one network, drawn once (student with probability ``prob``); ``route.tail:
+last_stage`` gives the tail (and its global residual, from that network's own head feature) to
+the owner of the last stage; ``route.batch_fraction`` runs the block path on the first part of
+the batch only, to save time. The teacher's features and output are computed once per step
+(under no_grad) and reused by every term; the block path reuses the student's features and the
+FPM's Z_M at k0, so it adds only the stages after k0 and one tail.
+"""
+import random
+import torch
+from torch import nn
+
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from mixprior_plugin.archs.prior_mixer_arch import ENCODER_TYPES, MASK_TYPES, SHARING_MODES
+from mixprior_plugin.stages import DISTILL_KEYS
+from mixprior_plugin.utils.options import OptionError, check_type
+
+from .kd_model import KDModel, loss_weight
+
+MIXER_KEYS = {
+    'latent_channels': None,
+    'encoder': ('type', 'sharing'),
+    'mask': ('type', 'ratio', 'grid_size'),
+    'route': ('mode', 'prob', 'tail', 'batch_fraction'),
+    'ae_warmup_iters': None,
+}
+ROUTE_MODES = ('per_stage', 'single_switch')
+TAIL_OWNERS = ('student', 'last_stage')
+DEFAULT_LOSSES = {
+    'fpm_opt': dict(type='L1Loss', loss_weight=1.0),
+    'bpm_opt': dict(type='L1Loss', loss_weight=0.1),
+    'ae_opt': dict(type='L1Loss', loss_weight=1.0),
+}
+
+_OFF = dict(type='L1Loss', loss_weight=0.0)
+# The paper's ablations as option deltas (merged into a MiPKD option file): README lists them,
+# tools/gen_options.py writes option files from them and the tests run every one.
+ABLATIONS = {
+    'fpm_only': dict(train=dict(bpm_opt=_OFF)),
+    'bpm_only': dict(train=dict(fpm_opt=_OFF)),
+    'no_ae_loss': dict(train=dict(ae_opt=_OFF)),
+    'shared_encoders': dict(mixer=dict(encoder=dict(sharing='shared'))),
+    'no_encoders': dict(mixer=dict(encoder=dict(sharing='none'))),
+    'mlp_encoders': dict(mixer=dict(encoder=dict(type='mlp'))),
+    **{f'mask_{t}': dict(mixer=dict(mask=dict(type=t))) for t in MASK_TYPES},
+    'route_single_switch': dict(mixer=dict(route=dict(mode='single_switch'))),
+    'tail_last_stage': dict(mixer=dict(route=dict(tail='last_stage'))),
+    'bpm_half_batch': dict(mixer=dict(route=dict(batch_fraction=0.5))),
+    'ae_warmup': dict(mixer=dict(ae_warmup_iters=5000)),
+}
+
+
+def mixer_settings(opt):
+    """The ``mixer`` section with defaults filled in and values checked (errors name the key)."""
+    m = opt.get('mixer') or {}
+    enc, mask, route = m.get('encoder') or {}, m.get('mask') or {}, m.get('route') or {}
+    s = dict(
+        latent_channels=m.get('latent_channels'),
+        encoder_type=enc.get('type', 'cnn'), sharing=enc.get('sharing', 'separate'),
+        mask_type=mask.get('type', 'random3d'), mask_ratio=mask.get('ratio', 0.5), grid_size=mask.get('grid_size', 4),
+        route_mode=route.get('mode', 'per_stage'), route_prob=route.get('prob', 0.5),
+        tail=route.get('tail', 'student'), batch_fraction=route.get('batch_fraction', 1.0),
+        ae_warmup_iters=m.get('ae_warmup_iters', 0))
+    if s['latent_channels'] is not None:
+        check_type(s['latent_channels'], int, 'mixer.latent_channels')
+    for value, allowed, key in ((s['encoder_type'], ENCODER_TYPES, 'mixer.encoder.type'),
+                                (s['sharing'], SHARING_MODES, 'mixer.encoder.sharing'),
+                                (s['mask_type'], MASK_TYPES, 'mixer.mask.type'),
+                                (s['route_mode'], ROUTE_MODES, 'mixer.route.mode'),
+                                (s['tail'], TAIL_OWNERS, 'mixer.route.tail')):
+        if value not in allowed:
+            raise OptionError(f'Option {key}={value!r} is not one of {", ".join(allowed)}')
+    for key, value, low_open in (('mixer.mask.ratio', s['mask_ratio'], False),
+                                 ('mixer.route.prob', s['route_prob'], False),
+                                 ('mixer.route.batch_fraction', s['batch_fraction'], True)):
+        check_type(value, (int, float), key)
+        if not (0 < value <= 1 if low_open else 0 <= value <= 1):
+            raise OptionError(f'Option {key}={value} must lie in {"(0, 1]" if low_open else "[0, 1]"}')
+    check_type(s['grid_size'], int, 'mixer.mask.grid_size')
+    check_type(s['ae_warmup_iters'], int, 'mixer.ae_warmup_iters')
+    return s
+
+
+@MODEL_REGISTRY.register()
+class MiPKDModel(KDModel):
+    """MiPKD on the KD chassis. See the module docstring for the method and its options.
+
+    Args:
+        opt (dict): BasicSR options.
+    """
+
+    EXTRA_SECTIONS = {'distill': DISTILL_KEYS, 'mixer': MIXER_KEYS}
+
+    @classmethod
+    def check_options(cls, opt, check_files=True):
+        super().check_options(opt, check_files)
+        mixer_settings(opt)
+        for key in DEFAULT_LOSSES:
+            term = opt.get('train', {}).get(key)
+            if term is not None and (not isinstance(term, dict) or 'type' not in term):
+                raise OptionError(f'train.{key} must be a loss dict with a type, got {term!r}')
+
+    @classmethod
+    def uses_features_for(cls, opt, feat_terms):
+        return True
+
+    @classmethod
+    def extra_modules_for(cls, opt, adapter_t, adapter_g, feat_terms):
+        """KDModel's extra modules plus one PriorMixer per distillation point (``mixers``)."""
+        extra = super().extra_modules_for(opt, adapter_t, adapter_g, feat_terms)
+        s = mixer_settings(opt)
+        try:
+            extra['mixers'] = nn.ModuleList(
+                build_network(
+                    dict(type='PriorMixer', teacher_channels=adapter_t.channels, student_channels=adapter_g.channels,
+                         latent_channels=s['latent_channels'], encoder_type=s['encoder_type'], sharing=s['sharing'],
+                         mask_type=s['mask_type'], mask_ratio=s['mask_ratio'], grid_size=s['grid_size']))
+                for _ in range(adapter_t.num_stages))
+        except ValueError as err:
+            raise OptionError(str(err)) from err
+        return extra
+
+    def init_training_settings(self):
+        self.mixer_opt = mixer_settings(self.opt)
+        train_opt = self.opt['train']
+        self.cri_fpm, self.cri_bpm, self.cri_ae = (
+            build_loss(train_opt.get(key) or default).to(self.device) for key, default in DEFAULT_LOSSES.items())
+        self.last_route = None
+        # Own generator for k0 and the route: drawing from Python's global `random` would shift
+        # BasicSR's data augmentation and break equal-data comparisons with other methods.
+        self.route_rng = random.Random((self.opt.get('manual_seed') or 0) + self.opt.get('rank', 0))
+        super().init_training_settings()
+
+    # ------------------------------------------------------------------ losses
+    def add_losses(self, student, teacher, gt, normalised, losses, logs, current_iter):
+        super().add_losses(student, teacher, gt, normalised, losses, logs, current_iter)
+        feats_t, feats_s = normalised
+        mixers = self.net_extra['mixers']
+        num_points = len(mixers)
+        warm_up = current_iter <= self.mixer_opt['ae_warmup_iters']
+        w_fpm = 0.0 if warm_up else loss_weight(self.cri_fpm)
+        w_bpm = 0.0 if warm_up else loss_weight(self.cri_bpm)
+
+        # Mixed latents: at every point for the FPM, at k0 only when the BPM alone needs one.
+        k0 = self.route_rng.randrange(num_points) if w_bpm else None
+        points = range(num_points) if w_fpm else ([k0] if w_bpm else [])
+        mixed = {k: mixers[k](feats_t[k], feats_s[k]) for k in points}
+        if mixed:
+            logs['mask_ratio'] = float(torch.stack([m['mask'].mean() for m in mixed.values()]).mean())
+
+        if w_fpm:
+            losses['l_fpm'] = sum(self.cri_fpm(mixed[k]['recon_t'], feats_t[k]) for k in range(num_points))
+        if w_bpm:
+            n = max(1, round(student['out'].shape[0] * self.mixer_opt['batch_fraction']))
+            owners, tail_owner = self.draw_route(k0, num_points)
+            out_mix = self.block_path(k0, mixed[k0]['z_m'][:n], owners, tail_owner, student, teacher, n)
+            losses['l_bpm'] = self.cri_bpm(out_mix, teacher['out'][:n])
+            logs['bpm_teacher_share'] = owners.count('t') / num_points
+        if loss_weight(self.cri_ae):
+            total = 0
+            for k, mixer in enumerate(mixers):
+                z_t = mixed[k]['z_t'] if k in mixed else mixer.encode(feats_t[k], 't')
+                f_s = feats_s[k].detach()  # the AE term must not move the student
+                total = total + self.cri_ae(mixer.decode(z_t, 't'), feats_t[k])
+                total = total + self.cri_ae(mixer.decode(mixer.encode(f_s, 's'), 's'), f_s)
+            losses['l_ae'] = total
+
+    def draw_route(self, k0, num_points):
+        """Owners of all stages of this step's hybrid ('s' student / 't' teacher) and of the tail.
+
+        Stages 0..k0 (0-based) are the student's; later stages follow ``route.mode``/``prob``.
+        """
+        q, later = self.mixer_opt['route_prob'], num_points - k0 - 1
+        if self.mixer_opt['route_mode'] == 'per_stage':
+            tail_stages = ['s' if self.route_rng.random() < q else 't' for _ in range(later)]
+        else:
+            tail_stages = ['s' if self.route_rng.random() < q else 't'] * later
+        owners = ['s'] * (k0 + 1) + tail_stages
+        tail_owner = 's' if self.mixer_opt['tail'] == 'student' else owners[-1]
+        self.last_route = dict(k0=k0, owners=owners, tail=tail_owner)
+        return owners, tail_owner
+
+    def block_path(self, k0, z_mixed, owners, tail_owner, student, teacher, n):
+        """Run the hybrid from the mixed latent at point ``k0`` to an SR image.
+
+        Args:
+            k0 (int): 0-based point where the mixed latent is formed (after stage k0).
+            z_mixed (Tensor): Z_M at k0, ``(n, C_z, h, w)``.
+            owners (list[str]): Owner of every stage ('s' / 't').
+            tail_owner (str): Owner of the tail.
+            student, teacher (dict): Outputs of the plain forward passes (heads are reused).
+            n (int): Batch rows used.
+
+        Returns:
+            Tensor: ``(n, 3, sh, sw)``.
+        """
+        mixers, scale = self.net_extra['mixers'], self.net_extra['feat_norm'].scale
+        adapters = {'s': self.adapter_g, 't': self.adapter_t}
+        feat, owner = None, None  # None: the feature is still the latent z_mixed
+
+        def cross(point, target):
+            """Bring the running feature into ``target``'s space through the mixer at ``point``."""
+            if feat is None:
+                return mixers[point].decode(z_mixed, target) * scale[point]
+            if target == owner:
+                return feat
+            latent = mixers[point].encode(feat / scale[point], owner)
+            return mixers[point].decode(latent, target) * scale[point]
+
+        for stage in range(k0 + 1, len(owners)):
+            feat = cross(stage - 1, owners[stage])
+            owner = owners[stage]
+            feat = adapters[owner].run_stages(feat, stage, stage, {})
+        feat = cross(len(owners) - 1, tail_owner)
+        head = (student if tail_owner == 's' else teacher)['head'][:n]
+        return adapters[tail_owner].run_tail(feat, head, {})

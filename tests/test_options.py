@@ -1,0 +1,85 @@
+"""The committed option files: up to date, valid, and fair (same schedule and student per pair)."""
+import glob
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+
+from basicsr.archs import build_network
+from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+from helpers import REPO
+from mixprior_plugin.stages import build_adapters
+from mixprior_plugin.utils.options import normalise_teacher_aliases, yaml_load
+
+FILES = sorted(glob.glob(os.path.join(REPO, 'options', '**', '*.yml'), recursive=True))
+SHARED_KEYS = ('scale', 'manual_seed', 'datasets', 'network_g')
+SHARED_TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt')
+
+
+def test_option_files_match_the_generator():
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'gen_options.py'), '--check'],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert len(FILES) >= 72
+
+
+@pytest.mark.parametrize('path', FILES, ids=[os.path.relpath(f, REPO) for f in FILES])
+def test_option_file_is_valid(path):
+    opt = yaml_load(path)
+    model_cls = MODEL_REGISTRY.get(opt['model_type'])
+    for key in ('network_g', 'network_t'):
+        if key in opt:
+            assert opt[key]['type'] in ARCH_REGISTRY
+    for term in opt['train'].get('feat_opt') or []:
+        assert term['type'] in LOSS_REGISTRY
+    assert opt['val']['metrics']['psnr']['crop_border'] == opt['scale']
+    assert opt['network_g']['upscale'] == opt['scale']
+    if hasattr(model_cls, 'check_options'):
+        normalise_teacher_aliases(opt)
+        model_cls.check_options(opt, check_files=False)
+
+
+PAIR_RE = re.compile(r'((EDSR|RCAN|SwinIR)_\w+?-\w+?_x\d)\.yml$')
+
+
+def _groups():
+    """Student option files grouped by teacher-student pair and scale (teachers have no pair)."""
+    groups = defaultdict(list)
+    for path in FILES:
+        match = PAIR_RE.search(os.path.basename(path))
+        if match:
+            groups[match.group(1)].append(path)
+    return groups
+
+
+@pytest.mark.parametrize('stem,paths', sorted(_groups().items()), ids=sorted(_groups()))
+def test_methods_share_schedule_data_and_student(stem, paths):
+    opts = [yaml_load(p) for p in paths]
+    ref = opts[0]
+    assert len(opts) >= 3  # Scratch, LogitsKD, MiPKD at least
+    for opt, path in zip(opts[1:], paths[1:]):
+        for key in SHARED_KEYS:
+            assert opt[key] == ref[key], (path, key)
+        for key in SHARED_TRAIN_KEYS:
+            assert opt['train'][key] == ref['train'][key], (path, key)
+    teachers = {str(o.get('network_t')) for o in opts if 'network_t' in o}
+    assert len(teachers) == 1
+
+
+ARCHS_X4 = sorted((PAIR_RE.search(p).group(1), p) for p in FILES
+                  if os.path.basename(p).startswith('train_MiPKD_') and p.endswith('_x4.yml') and '/ablations/' not in p)
+
+
+@pytest.mark.parametrize('pair,path', ARCHS_X4, ids=[a for a, _ in ARCHS_X4])
+def test_paper_pairs_build_and_split_into_stages(pair, path):
+    """Full-size teacher and student of each paper pair build, and their stage adapters reproduce
+    each network's forward."""
+    opt = yaml_load(path)
+    net_t, net_g = build_network(opt['network_t']), build_network(opt['network_g'])
+    adapter_t, adapter_g = build_adapters(opt['distill'], net_t, net_g)
+    assert adapter_t.num_stages == adapter_g.num_stages == opt['distill']['num_stages']
+    adapter_t.check_matches_forward()
+    adapter_g.check_matches_forward()

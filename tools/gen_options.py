@@ -1,0 +1,206 @@
+"""Write the project's option files from one table, so every method shares one schedule.
+
+Usage::
+
+    python tools/gen_options.py            # rewrites options/train/{Teachers,MiPKD,Baselines}
+    python tools/gen_options.py --check    # exit 1 if a committed file differs from the table
+
+For a fair comparison every student option file of a pair and scale has the same data, schedule,
+seed and student arch (hence the same initial weights: KD models build the student first, as
+SRModel does); only ``model_type`` and the KD terms differ. The schedule is the paper's
+(../shared/spec/MIPKD.md): DIV2K, LR patches 48, batch 16, Adam 1e-4 (0.9, 0.99), 250k
+iterations, lr x0.1 at 100k and 200k, EMA 0.999, Y-channel PSNR/SSIM with crop_border = scale.
+"""
+import argparse
+import os
+import sys
+from copy import deepcopy
+
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPTIONS = os.path.join(REPO, 'options', 'train')
+SCALES = (2, 3, 4)
+
+
+def edsr(feat, blocks, scale, res_scale=1.0):
+    return dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=feat, num_block=blocks, upscale=scale,
+                res_scale=res_scale, img_range=255., rgb_mean=[0.4488, 0.4371, 0.4040])
+
+
+def rcan(groups, blocks, scale):
+    return dict(type='RCAN', num_in_ch=3, num_out_ch=3, num_feat=64, num_group=groups, num_block=blocks,
+                squeeze_factor=16, upscale=scale, res_scale=1, img_range=255., rgb_mean=[0.4488, 0.4371, 0.4040])
+
+
+def swinir(dim, rstbs, scale):
+    return dict(type='SwinIR', upscale=scale, in_chans=3, img_size=48, window_size=8, img_range=1.,
+                depths=[6] * rstbs, embed_dim=dim, num_heads=[6] * rstbs, mlp_ratio=2, upsampler='pixelshuffle',
+                resi_connection='1conv')
+
+
+# name -> (arch builder taking the scale, short description)
+TEACHERS = {
+    'EDSR_C256B32': (lambda s: edsr(256, 32, s, res_scale=0.1), 'EDSR 256 ch, 32 blocks (43.1M at x4)'),
+    'RCAN_G10B20': (lambda s: rcan(10, 20, s), 'RCAN 10 groups x 20 blocks (15.6M)'),
+    'SwinIR_C180D6': (lambda s: swinir(180, 6, s), 'SwinIR 180 ch, 6 RSTB (11.9M)'),
+}
+# pair -> (teacher, student arch builder, distillation stages, description)
+PAIRS = {
+    'EDSR_C256B32-C64B32': ('EDSR_C256B32', lambda s: edsr(64, 32, s), 4, 'width'),
+    'EDSR_C256B32-C64B16': ('EDSR_C256B32', lambda s: edsr(64, 16, s), 4, 'compounded (width + depth)'),
+    'RCAN_G10B20-G10B6': ('RCAN_G10B20', lambda s: rcan(10, 6, s), 5, 'depth'),
+    'SwinIR_C180D6-C60D4': ('SwinIR_C180D6', lambda s: swinir(60, 4, s), 2, 'compounded (width + depth)'),
+}
+BASELINE_PAIRS = ('EDSR_C256B32-C64B32', 'RCAN_G10B20-G10B6', 'SwinIR_C180D6-C60D4')
+BASELINES = {
+    'FitNet': dict(type='FitNetLoss', loss_weight=1.0, criterion='l2', connector='conv1x1'),
+    'AT': dict(type='ATLoss', loss_weight=1.0, p=2),
+    'FAKD': dict(type='FAKDLoss', loss_weight=1.0, pool_size=24),
+    'RKD': dict(type='RKDLoss', loss_weight=1.0, distance_weight=1.0, angle_weight=2.0, pool_size=4),
+}
+ABLATION_PAIR, ABLATION_SCALE = 'EDSR_C256B32-C64B32', 4
+
+
+def base(name, scale, network_g, model_type='SRModel'):
+    """Options shared by every run: data, schedule, validation, logging."""
+    return dict(
+        name=name,
+        model_type=model_type,
+        scale=scale,
+        num_gpu=1,  # 'auto' / 0 for CPU; total batch 16: batch_size_per_gpu 4 with torchrun on 4 GPUs
+        manual_seed=0,
+        datasets=dict(
+            train=dict(name='DIV2K', type='PairedImageDataset', dataroot_gt='datasets/DIV2K/DIV2K_train_HR_sub',
+                       dataroot_lq=f'datasets/DIV2K/DIV2K_train_LR_bicubic/X{scale}_sub', filename_tmpl='{}',
+                       io_backend=dict(type='disk'), gt_size=48 * scale, use_hflip=True, use_rot=True,
+                       num_worker_per_gpu=6, batch_size_per_gpu=16, dataset_enlarge_ratio=1, prefetch_mode=None),
+            val=dict(name='Set5', type='PairedImageDataset', dataroot_gt='datasets/Set5/HR',
+                     dataroot_lq=f'datasets/Set5/LR_bicubic/X{scale}', filename_tmpl=f'{{}}x{scale}',
+                     io_backend=dict(type='disk'))),
+        network_g=network_g,
+        path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
+        train=dict(ema_decay=0.999,
+                   optim_g=dict(type='Adam', lr=1e-4, weight_decay=0, betas=[0.9, 0.99]),
+                   scheduler=dict(type='MultiStepLR', milestones=[100000, 200000], gamma=0.1),
+                   total_iter=250000, warmup_iter=-1,
+                   pixel_opt=dict(type='L1Loss', loss_weight=1.0, reduction='mean')),
+        val=dict(val_freq=5000, save_img=False,
+                 metrics=dict(psnr=dict(type='calculate_psnr', crop_border=scale, test_y_channel=True),
+                              ssim=dict(type='calculate_ssim', crop_border=scale, test_y_channel=True))),
+        logger=dict(print_freq=100, save_checkpoint_freq=5000, use_tb_logger=True, wandb=dict(project=None)),
+        dist_params=dict(backend='nccl', port=29500),
+    )
+
+
+def teacher_weights(teacher, scale):
+    return f'experiments/train_{teacher}_x{scale}/models/net_g_latest.pth'
+
+
+def with_teacher(opt, teacher, scale, num_stages=None):
+    out = dict()
+    for key, value in opt.items():  # network_t right after network_g, for readability
+        out[key] = value
+        if key == 'network_g':
+            out['network_t'] = TEACHERS[teacher][0](scale)
+    out['path'] = dict(opt['path'], pretrain_network_t=teacher_weights(teacher, scale), teacher_param_key='params_ema',
+                       strict_load_t=True)
+    if num_stages:
+        out['distill'] = dict(num_stages=num_stages, feat_norm=True)
+    return out
+
+
+def merge(base_opt, delta):
+    out = deepcopy(base_opt)
+    for key, value in delta.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = deepcopy(value)
+    return out
+
+
+def all_options():
+    """{relative path: (header comment, options)} for every generated file."""
+    from mixprior_plugin.models.mipkd_model import ABLATIONS
+    files = {}
+    for teacher, (arch, desc) in TEACHERS.items():
+        for s in SCALES:
+            name = f'train_{teacher}_x{s}'
+            files[f'Teachers/{name}.yml'] = (f'Teacher: {desc}, x{s}.', base(name, s, arch(s)))
+    for pair, (teacher, student, k, kind) in PAIRS.items():
+        for s in SCALES:
+            stem = f'{pair}_x{s}'
+            head = f'{TEACHERS[teacher][1]} -> {pair.split("-")[1]} ({kind} compression), x{s}.'
+            files[f'MiPKD/train_Scratch_{stem}.yml'] = (f'From scratch: {head}', base(f'Scratch_{stem}', s, student(s)))
+            logits = with_teacher(base(f'LogitsKD_{stem}', s, student(s), 'KDModel'), teacher, s)
+            logits['train']['kd_opt'] = dict(type='L1Loss', loss_weight=1.0)
+            files[f'MiPKD/train_LogitsKD_{stem}.yml'] = (f'Logits-KD: {head}', logits)
+            mipkd = with_teacher(base(f'MiPKD_{stem}', s, student(s), 'MiPKDModel'), teacher, s, k)
+            mipkd['mixer'] = dict(latent_channels=None, encoder=dict(type='cnn', sharing='separate'),
+                                  mask=dict(type='random3d', ratio=0.5),
+                                  route=dict(mode='per_stage', prob=0.5, tail='student', batch_fraction=1.0),
+                                  ae_warmup_iters=0)
+            mipkd['train'].update(kd_opt=dict(type='L1Loss', loss_weight=1.0),
+                                  fpm_opt=dict(type='L1Loss', loss_weight=1.0),
+                                  bpm_opt=dict(type='L1Loss', loss_weight=0.1),
+                                  ae_opt=dict(type='L1Loss', loss_weight=1.0))
+            files[f'MiPKD/train_MiPKD_{stem}.yml'] = (f'MiPKD: {head}', mipkd)
+            if pair == ABLATION_PAIR and s == ABLATION_SCALE:
+                for ab, delta in ABLATIONS.items():
+                    opt = merge(mipkd, delta)
+                    opt['name'] = f'MiPKD_{ab}_{stem}'
+                    files[f'MiPKD/ablations/train_MiPKD_{ab}_{stem}.yml'] = (f'MiPKD ablation {ab}: {head}', opt)
+    for pair in BASELINE_PAIRS:
+        teacher, student, k, kind = PAIRS[pair]
+        stem = f'{pair}_x4'
+        for method, term in BASELINES.items():
+            opt = with_teacher(base(f'{method}_{stem}', 4, student(4), 'KDModel'), teacher, 4, k)
+            # Every baseline is Logits-KD plus its feature term, as MiPKD is Logits-KD plus its mixers,
+            # so the comparison isolates what each method adds.
+            opt['train']['kd_opt'] = dict(type='L1Loss', loss_weight=1.0)
+            opt['train']['feat_opt'] = [dict(term)]
+            files[f'Baselines/train_{method}_{stem}.yml'] = (
+                f'{method}: {TEACHERS[teacher][1]} -> {pair.split("-")[1]} ({kind} compression), x4.', opt)
+    return files
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for mappings, flow style for lists: the look of BasicSR's own option files."""
+
+
+_Dumper.add_representer(dict, lambda d, data: d.represent_mapping('tag:yaml.org,2002:map', data.items(),
+                                                                  flow_style=False))
+_Dumper.add_representer(list, lambda d, data: d.represent_sequence('tag:yaml.org,2002:seq', data, flow_style=True))
+
+
+def render(header, opt):
+    text = yaml.dump(opt, Dumper=_Dumper, sort_keys=False, width=110)
+    return (f'# {header}\n# Generated by tools/gen_options.py (edit the table there, then rerun it).\n'
+            f'# Run: mixprior-train -opt options/train/<this file>\n' + text)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--check', action='store_true', help='only compare with the files on disk')
+    args = parser.parse_args(argv)
+    sys.path.insert(0, REPO)
+    stale = []
+    for rel, (header, opt) in all_options().items():
+        path = os.path.join(OPTIONS, rel)
+        text = render(header, opt)
+        current = open(path).read() if os.path.exists(path) else None
+        if current != text:
+            stale.append(rel)
+            if not args.check:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, 'w') as f:
+                    f.write(text)
+    if args.check and stale:
+        sys.exit(f'{len(stale)} option files differ from tools/gen_options.py: {stale[:5]}')
+    print(f'{len(all_options())} option files {"checked" if args.check else "written"} under {OPTIONS}'
+          + (f' ({len(stale)} changed)' if stale else ''))
+
+
+if __name__ == '__main__':
+    main()
