@@ -133,3 +133,26 @@ def check_type(value, types, key):
         names = '/'.join(t.__name__ for t in types)
         raise OptionError(f'Option {key} must be {names}, got {value!r} ({type(value).__name__})')
     return value
+
+
+def load_arch_spec(spec, what='--arch'):
+    """An arch dict (``{'type': ..., **kwargs}``) from a JSON string or a .json file.
+
+    Args:
+        spec (str): JSON text, or the path of a file holding it.
+        what (str): The argument's name, for error messages.
+    """
+    import json
+    text = spec
+    if os.path.isfile(spec):
+        with open(spec, encoding='utf-8') as f:
+            text = f.read()
+    elif spec.endswith('.json'):
+        raise OptionError(f'{what}: arch file not found: {spec}')
+    try:
+        arch = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise OptionError(f'{what} is not valid JSON ({spec[:80]}): {err}') from err
+    if not isinstance(arch, dict) or 'type' not in arch:
+        raise OptionError(f'{what} must be a dict with a "type" (got {spec[:80]})')
+    return dict(arch)
