@@ -14,6 +14,21 @@ Each replaces one BasicSR function in the module namespace where `train_pipeline
 4. ``BaseModel.model_to_device``: DDP on CPU needs ``device_ids=None``.
 5. ``yaml_load``: BasicSR uses PyYAML's full loader; ours is the safe loader and names the
    file and line of a syntax error.
+
+Reliability (same mechanism):
+
+6. Checkpoints and training states are written atomically (temporary file + rename); training
+   states carry the RNG states; loads are ``weights_only`` and a checkpoint that does not fit the
+   options is refused with a list of the offending keys (``BaseModel.save_network``,
+   ``save_training_state``, ``resume_training``, ``load_network``).
+7. Exact resume: BasicSR restarts the interrupted epoch from its first batch; the train sampler
+   now skips the batches the interrupted run had already consumed, and data loaders draw their
+   base seed from their own generator, so restoring the RNG states reproduces the same batches,
+   augmentations and masks (exact with ``num_worker_per_gpu: 0``; with workers, which BasicSR
+   reseeds every epoch, the augmentations of the resumed epoch differ).
+8. Options are validated before anything is built (types, paths, scales; utils/validation.py)
+   and a paired-image sample that cannot be read, or whose LR and HR sizes disagree, raises an
+   error naming the files.
 """
 import os
 import sys
@@ -27,6 +42,9 @@ _APPLIED = False
 
 def cuda_available():
     return torch.cuda.is_available() and torch.cuda.device_count() > 0
+
+
+_RESUME_POSITION = {}
 
 
 def load_resume_state(opt):
@@ -63,7 +81,51 @@ def load_resume_state(opt):
         device = torch.device('cpu')
     resume_state = load_checkpoint(resume_state_path, map_location=device)
     check_resume(opt, resume_state['iter'])
+    _RESUME_POSITION.update(iter=resume_state['iter'], epoch=resume_state['epoch'])
     return resume_state
+
+
+class ResumableSampler:
+    """Mixin for BasicSR's EnlargedSampler: skip the first samples of one epoch (see fix 7)."""
+
+    skip_epoch, skip_samples = None, 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        if self.epoch == self.skip_epoch:
+            indices = indices[self.skip_samples:]
+            self.skip_epoch = None  # once
+        return iter(indices)
+
+
+def wrap_create_train_val_dataloader(original):
+
+    def create_train_val_dataloader(opt, logger):
+        result = original(opt, logger)
+        train_loader, train_sampler = result[0], result[1]
+        if _RESUME_POSITION and train_loader is not None:
+            per_epoch = len(train_loader)
+            done = _RESUME_POSITION['iter'] - _RESUME_POSITION['epoch'] * per_epoch
+            if 0 < done <= per_epoch and isinstance(train_sampler, ResumableSampler):
+                train_sampler.skip_epoch = _RESUME_POSITION['epoch']
+                train_sampler.skip_samples = done * train_loader.batch_size
+                logger.info(f'Resume: skipping the {done} batches of epoch {_RESUME_POSITION["epoch"]} '
+                            'already trained on.')
+        return result
+
+    return create_train_val_dataloader
+
+
+def wrap_build_dataloader(original):
+
+    def build_dataloader(dataset, dataset_opt, num_gpu=1, dist=False, sampler=None, seed=None):
+        loader = original(dataset, dataset_opt, num_gpu=num_gpu, dist=dist, sampler=sampler, seed=seed)
+        # DataLoader draws a base seed per epoch; from the global torch RNG that would shift the
+        # model's random draws (masks, routes) between an interrupted and a resumed run.
+        loader.generator = torch.Generator().manual_seed(seed or 0)
+        return loader
+
+    return build_dataloader
 
 
 def init_dist(launcher, backend='nccl', **kwargs):
@@ -130,10 +192,12 @@ def wrap_parse_options(original):
 
     def parse_options(root_path, is_train=True):
         from mixprior_plugin.utils.options import normalise_teacher_aliases
+        from mixprior_plugin.utils.validation import validate_options
         sys.argv = _strip_local_rank_arg(sys.argv)
         opt, args = original(root_path, is_train=is_train)
         normalise_device_options(opt)
         normalise_teacher_aliases(opt)
+        validate_options(opt)
         return opt, args
 
     parse_options._mixprior_wrapped = True
@@ -146,9 +210,12 @@ def apply():
     if _APPLIED:
         return
     import basicsr  # noqa: F401  (imports the submodules below)
+    from basicsr.data.paired_image_dataset import PairedImageDataset
     from basicsr.models.base_model import BaseModel
 
+    from mixprior_plugin.utils import checkpoint
     from mixprior_plugin.utils.options import yaml_load
+    from mixprior_plugin.utils.validation import checked_getitem
     train_mod, test_mod = sys.modules['basicsr.train'], sys.modules['basicsr.test']
     options_mod = sys.modules['basicsr.utils.options']
 
@@ -158,4 +225,13 @@ def apply():
     train_mod.parse_options = wrap_parse_options(train_mod.parse_options)
     test_mod.parse_options = wrap_parse_options(test_mod.parse_options)
     BaseModel.model_to_device = model_to_device
+    BaseModel.save_network = checkpoint.save_network
+    BaseModel.save_training_state = checkpoint.save_training_state
+    BaseModel.resume_training = checkpoint.resume_training
+    BaseModel.load_network = checkpoint.load_network
+    train_mod.EnlargedSampler = type('EnlargedSampler', (ResumableSampler, train_mod.EnlargedSampler), {})
+    train_mod.create_train_val_dataloader = wrap_create_train_val_dataloader(train_mod.create_train_val_dataloader)
+    train_mod.build_dataloader = wrap_build_dataloader(train_mod.build_dataloader)
+    test_mod.build_dataloader = wrap_build_dataloader(test_mod.build_dataloader)
+    PairedImageDataset.__getitem__ = checked_getitem(PairedImageDataset.__getitem__)
     _APPLIED = True

@@ -12,6 +12,20 @@ import mixprior_plugin  # noqa: E402,F401  (registers everything)
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: long test, run only with --runslow')
+    config.addinivalue_line('markers', 'bad_input: one case of the bad-input suite (counted in the summary)')
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many bad-input cases ran, and how they ended."""
+    counts = {}
+    for outcome in ('passed', 'failed', 'skipped'):
+        for report in terminalreporter.stats.get(outcome, []):
+            if report.when == 'call' and 'bad_input' in report.keywords:
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        total = sum(counts.values())
+        detail = ', '.join(f'{n} {k}' for k, n in counts.items())
+        terminalreporter.write_line(f'bad-input suite: tried {total} cases ({detail})')
 
 
 def pytest_addoption(parser):

@@ -31,12 +31,19 @@ class FeatureNormalizer(nn.Module):
     def update(self, teacher_feats):
         """Update the running scale from the teacher's features (training only).
 
+        Under torch.distributed the batch statistic is averaged over ranks, so every rank keeps
+        the same scale.
+
         Args:
             teacher_feats (list[Tensor]): K maps ``(N, C_T, H, W)``.
         """
         if not self.enabled:
             return
         current = torch.stack([f.detach().abs().mean().float() for f in teacher_feats]).to(self.scale)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # one scale for all ranks (each sees its own batch): average the batch statistics
+            torch.distributed.all_reduce(current)
+            current /= torch.distributed.get_world_size()
         current = current.clamp_min(1e-6)
         if not bool(self.initialized):
             self.scale.copy_(current)

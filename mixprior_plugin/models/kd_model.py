@@ -32,15 +32,17 @@ from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
-from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from mixprior_plugin.stages import DISTILL_KEYS, FeatureRecorder, build_adapters, pad_to_multiple
-from mixprior_plugin.utils.checkpoint import (atomic_save, describe_state_dict_mismatch, extract_state_dict,
-                                              load_checkpoint)
+from mixprior_plugin.utils import checkpoint
+from mixprior_plugin.utils.checkpoint import describe_state_dict_mismatch, extract_state_dict, load_checkpoint
 from mixprior_plugin.utils.options import OptionError, check_known_keys, normalise_teacher_aliases
 
 TEACHER_PATH_KEYS = ('pretrain_network_t', 'teacher_param_key', 'strict_load_t')
+# BasicSR's SRModel train keys; a distillation model adds its own (a typo such as `fmp_opt` would
+# otherwise silently switch a term off).
+SR_TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt')
 
 
 def loss_weight(loss):
@@ -114,6 +116,7 @@ class KDModel(SRModel):
     """
 
     EXTRA_SECTIONS = {'distill': DISTILL_KEYS}
+    TRAIN_KEYS = SR_TRAIN_KEYS + ('kd_opt', 'feat_opt', 'optim_extra')
 
     def __init__(self, opt):
         normalise_teacher_aliases(opt)
@@ -132,6 +135,7 @@ class KDModel(SRModel):
         """
         for section, keys in cls.EXTRA_SECTIONS.items():
             check_known_keys(opt.get(section), keys, section)
+        check_known_keys(opt.get('train'), cls.TRAIN_KEYS, 'train')
         if 'network_t' not in opt:
             raise OptionError(f'{cls.__name__} needs a teacher: set network_t (or network_teacher)')
         path = opt.get('path') or {}
@@ -401,31 +405,14 @@ class KDModel(SRModel):
             self.save_network(self.net_extra, 'net_extra', current_iter)
         super().save(epoch, current_iter)  # net_g (+ema), then the training state last
 
-    @master_only
-    def save_network(self, net, net_label, current_iter, param_key='params'):
-        """BasicSR's save_network, written atomically (temporary file + rename)."""
-        label = 'latest' if current_iter == -1 else current_iter
-        nets = net if isinstance(net, list) else [net]
-        keys = param_key if isinstance(param_key, list) else [param_key]
-        save_dict = {}
-        for net_, key in zip(nets, keys):
-            state = self.get_bare_model(net_).state_dict()
-            save_dict[key] = OrderedDict(
-                ((k[7:] if k.startswith('module.') else k), v.detach().cpu()) for k, v in state.items())
-        atomic_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
-
-    @master_only
-    def save_training_state(self, epoch, current_iter):
-        """BasicSR's training state, written atomically."""
-        if current_iter == -1:
-            return
-        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [], 'schedulers': []}
-        state['optimizers'] = [o.state_dict() for o in self.optimizers]
-        state['schedulers'] = [s.state_dict() for s in self.schedulers]
-        atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+    # Atomic saves, RNG states in the training state, weights-only strict loads (shared with the
+    # BasicSR models run through mixprior-train, see basicsr_fixes).
+    save_network = checkpoint.save_network
+    save_training_state = checkpoint.save_training_state
+    load_network = checkpoint.load_network
 
     def resume_training(self, resume_state):
-        """Restore extra modules, then optimizers and schedulers (counts must match)."""
+        """Restore extra modules, then optimizers, schedulers and RNG states (counts must match)."""
         if len(self.net_extra.state_dict()):
             path = os.path.join(self.opt['path']['models'], f'net_extra_{resume_state["iter"]}.pth')
             state, _ = extract_state_dict(load_checkpoint(path), 'params', path)
@@ -433,7 +420,4 @@ class KDModel(SRModel):
             if mismatch:
                 raise OptionError(f'{path} does not fit the extra modules built from the options:\n{mismatch}')
             self.net_extra.load_state_dict(state)
-        if len(resume_state['optimizers']) != len(self.optimizers):
-            raise OptionError(f'The training state has {len(resume_state["optimizers"])} optimizers but the '
-                              f'options build {len(self.optimizers)}: resume with the options of that run')
-        super().resume_training(resume_state)
+        checkpoint.resume_training(self, resume_state)

@@ -43,6 +43,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from mixprior_plugin.archs.prior_mixer_arch import ENCODER_TYPES, MASK_TYPES, SHARING_MODES
 from mixprior_plugin.stages import DISTILL_KEYS
+from mixprior_plugin.utils.checkpoint import python_rng_state, set_python_rng_state
 from mixprior_plugin.utils.options import OptionError, check_type
 
 from .kd_model import KDModel, loss_weight
@@ -120,6 +121,7 @@ class MiPKDModel(KDModel):
     """
 
     EXTRA_SECTIONS = {'distill': DISTILL_KEYS, 'mixer': MIXER_KEYS}
+    TRAIN_KEYS = KDModel.TRAIN_KEYS + tuple(DEFAULT_LOSSES)
 
     @classmethod
     def check_options(cls, opt, check_files=True):
@@ -160,6 +162,14 @@ class MiPKDModel(KDModel):
         # BasicSR's data augmentation and break equal-data comparisons with other methods.
         self.route_rng = random.Random((self.opt.get('manual_seed') or 0) + self.opt.get('rank', 0))
         super().init_training_settings()
+
+    def training_state_extras(self):
+        """The route generator's state, so a resumed run draws the same hybrids."""
+        return dict(route_rng=python_rng_state(self.route_rng))
+
+    def restore_training_state_extras(self, extras):
+        if 'route_rng' in extras:
+            set_python_rng_state(self.route_rng, extras['route_rng'])
 
     # ------------------------------------------------------------------ losses
     def add_losses(self, student, teacher, gt, normalised, losses, logs, current_iter):

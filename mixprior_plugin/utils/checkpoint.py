@@ -110,3 +110,118 @@ def describe_state_dict_mismatch(net, state):
     block('shape mismatch', mismatched,
           lambda k: f'{k}: network {tuple(own[k].shape)} vs file {tuple(state[k].shape)}')
     return '\n'.join(lines)
+
+
+# ---- random number generators (exact resume) ----------------------------------------------------
+def rng_state():
+    """Python, NumPy and torch (CPU, CUDA) RNG states as tensors/ints, loadable with weights_only."""
+    import random
+
+    import numpy as np
+    version, internal, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = dict(python=dict(version=version, internal=list(internal), gauss=gauss),
+                 numpy=dict(name=np_name, keys=torch.from_numpy(np_keys.astype(np.int64)), pos=int(np_pos),
+                            has_gauss=int(np_has_gauss), gauss=float(np_gauss)),
+                 torch=torch.get_rng_state())
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    """Restore what :func:`rng_state` captured."""
+    import random
+
+    import numpy as np
+    py = state['python']
+    random.setstate((py['version'], tuple(py['internal']), py['gauss']))
+    n = state['numpy']
+    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def python_rng_state(rng):
+    """A ``random.Random``'s state in a weights_only-loadable form."""
+    version, internal, gauss = rng.getstate()
+    return dict(version=version, internal=list(internal), gauss=gauss)
+
+
+def set_python_rng_state(rng, state):
+    rng.setstate((state['version'], tuple(state['internal']), state['gauss']))
+
+
+# ---- BasicSR model methods: atomic saves, strict weights-only loads, RNG in training states -------
+def _master_only(func):
+    from basicsr.utils.dist_util import master_only
+    return master_only(func)
+
+
+@_master_only
+def save_network(self, net, net_label, current_iter, param_key='params'):
+    """BasicSR's ``BaseModel.save_network``, written atomically (temporary file + rename)."""
+    import collections
+    label = 'latest' if current_iter == -1 else current_iter
+    nets = net if isinstance(net, list) else [net]
+    keys = param_key if isinstance(param_key, list) else [param_key]
+    save_dict = {}
+    for net_, key in zip(nets, keys):
+        state = self.get_bare_model(net_).state_dict()
+        save_dict[key] = collections.OrderedDict(
+            ((k[7:] if k.startswith('module.') else k), v.detach().cpu()) for k, v in state.items())
+    atomic_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+
+@_master_only
+def save_training_state(self, epoch, current_iter):
+    """BasicSR's training state (optimizers, schedulers) plus RNG states, written atomically.
+
+    A model may add entries through ``training_state_extras()`` (e.g. its own RNGs).
+    """
+    if current_iter == -1:
+        return
+    state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+             'schedulers': [s.state_dict() for s in self.schedulers], 'rng': rng_state()}
+    extras = getattr(self, 'training_state_extras', None)
+    if extras is not None:
+        state['extras'] = extras()
+    atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+
+def resume_training(self, resume_state):
+    """BasicSR's ``resume_training`` with clear count errors, then the RNG states."""
+    from mixprior_plugin.utils.options import OptionError
+    for what, have in (('optimizers', self.optimizers), ('schedulers', self.schedulers)):
+        if len(resume_state[what]) != len(have):
+            raise OptionError(f'The training state has {len(resume_state[what])} {what} but the options build '
+                              f'{len(have)}: resume with the options of that run')
+    for optimizer, state in zip(self.optimizers, resume_state['optimizers']):
+        optimizer.load_state_dict(state)
+    for scheduler, state in zip(self.schedulers, resume_state['schedulers']):
+        scheduler.load_state_dict(state)
+    if 'rng' in resume_state:
+        set_rng_state(resume_state['rng'])
+    restore = getattr(self, 'restore_training_state_extras', None)
+    if restore is not None and 'extras' in resume_state:
+        restore(resume_state['extras'])
+
+
+def load_network(self, net, load_path, strict=True, param_key='params'):
+    """BasicSR's ``load_network``: weights_only, and a readable list of what does not fit."""
+    from basicsr.utils import get_root_logger
+
+    from mixprior_plugin.utils.options import OptionError
+    net = self.get_bare_model(net)
+    state, used = extract_state_dict(load_checkpoint(load_path), param_key, load_path)
+    mismatch = describe_state_dict_mismatch(net, state)
+    if mismatch:
+        if strict:
+            raise OptionError(f'{load_path} [{used}] does not fit {net.__class__.__name__} as built from the '
+                              f'options (a checkpoint of another arch or size?):\n{mismatch}')
+        own = net.state_dict()
+        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        get_root_logger().warning(f'Loading the matching keys of {load_path} only:\n{mismatch}')
+    get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{used}].')
+    net.load_state_dict(state, strict=strict)
