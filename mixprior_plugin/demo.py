@@ -1,13 +1,19 @@
-"""The README's main job: a short SR training on photos that scikit-image ships (no downloads).
+"""The README's main job: distil a small SR student on CPU, from photos scikit-image ships.
 
 Usage::
 
-    python -m mixprior_plugin.demo [--out demo_output] [--iters 600]
+    python -m mixprior_plugin.demo [--out demo_output] [--quick]
 
-It writes a paired HR/LR data set from scikit-image's sample photos (some held out for testing),
-trains a small EDSR with BasicSR's pipeline through ``mixprior-train``, evaluates it and bicubic
-upsampling on the held-out photos (PSNR/SSIM on Y, crop_border = scale) and prints a table.
-Everything goes under one output folder.
+1. Writes a paired data set (MATLAB-bicubic LR) from scikit-image's sample photos: most for
+   training (cut into sub-images), four held out for testing. No downloads.
+2. Trains a small EDSR teacher for a fixed number of iterations (``mixprior-train``).
+3. Trains the same small EDSR student three ways with the same data, seed, initialisation and
+   number of iterations: from scratch (SRModel), Logits-KD (KDModel) and MiPKD (MiPKDModel).
+4. Evaluates bicubic, the teacher and the three students on the held-out photos (PSNR/SSIM on Y,
+   crop_border = scale, BasicSR's metrics), prints a table and writes a PNG plot.
+
+Everything is written under one output folder (options, experiments, tb_logger, results); it
+takes about 6 minutes on 2 CPU cores (``--quick``: a smoke run of a few iterations).
 """
 import argparse
 import json
@@ -19,10 +25,23 @@ import time
 import cv2
 import numpy as np
 
-SCALE = 4
+SCALE = 2
 TRAIN_IMAGES = ('astronaut', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry', 'retina', 'brick',
                 'grass', 'gravel', 'moon', 'cell')
 TEST_IMAGES = ('chelsea', 'camera', 'coins', 'clock')
+TEST_SET = 'SkimageHeldOut'
+
+
+def edsr(feat, blocks):
+    return dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=feat, num_block=blocks, upscale=SCALE, res_scale=1,
+                img_range=255.)
+
+
+TEACHER = edsr(32, 8)
+STUDENT = edsr(16, 4)
+# iterations (teacher, each student) and LR patch / batch, per budget
+BUDGETS = {'default': dict(teacher=1200, student=500, lq_patch=32, batch=8),
+           'quick': dict(teacher=6, student=4, lq_patch=16, batch=2)}
 
 
 def load_sample(name):
@@ -36,131 +55,169 @@ def load_sample(name):
     return cv2.cvtColor(img[..., :3].astype(np.uint8), cv2.COLOR_RGB2BGR)
 
 
-def write_pairs(names, root, scale, crop=None):
-    """HR (cropped to a multiple of scale) and MATLAB-bicubic LR PNGs; returns (hr_dir, lr_dir).
+def write_pairs(names, hr_dir, lr_dir, scale, crop=None, lr_suffix=''):
+    """HR (cropped to a multiple of scale) and MATLAB-bicubic LR PNGs.
 
     With ``crop``, each photo is cut into ``crop`` x ``crop`` HR sub-images (step crop/2) so the
     training loader reads small files (BasicSR's extract_subimages idea).
     """
-    from basicsr.utils.matlab_functions import imresize
-    hr_dir, lr_dir = os.path.join(root, 'HR'), os.path.join(root, f'LR_bicubic_x{scale}')
+    from mixprior_plugin.utils.image_io import imresize_uint8
     os.makedirs(hr_dir, exist_ok=True)
     os.makedirs(lr_dir, exist_ok=True)
     for name in names:
         img = load_sample(name)
         h, w = img.shape[:2]
         if crop:
-            tiles = [(f'{name}_s{i:03d}', img[y:y + crop, x:x + crop]) for i, (y, x) in enumerate(
-                (y, x) for y in range(0, h - crop + 1, crop // 2) for x in range(0, w - crop + 1, crop // 2))]
+            steps = [(y, x) for y in range(0, h - crop + 1, crop // 2) for x in range(0, w - crop + 1, crop // 2)]
+            tiles = [(f'{name}_s{i:03d}', img[y:y + crop, x:x + crop]) for i, (y, x) in enumerate(steps)]
         else:
             tiles = [(name, img[:h - h % scale, :w - w % scale])]
         for tile_name, hr in tiles:
-            lr = imresize(hr.astype(np.float64) / 255., 1 / scale)
-            lr = np.clip(np.round(lr * 255.), 0, 255).astype(np.uint8)
             cv2.imwrite(os.path.join(hr_dir, f'{tile_name}.png'), hr)
-            cv2.imwrite(os.path.join(lr_dir, f'{tile_name}.png'), lr)
-    return hr_dir, lr_dir
+            cv2.imwrite(os.path.join(lr_dir, f'{tile_name}{lr_suffix}.png'), imresize_uint8(hr, 1 / scale))
 
 
-def train_options(name, scale, data, iters, network_g):
-    hr, lr = data['train']
+def base_options(name, model_type, network_g, data, budget, iters):
+    hr, lr = data
     return dict(
-        name=name, model_type='SRModel', scale=scale, num_gpu=0, manual_seed=0,
+        name=name, model_type=model_type, scale=SCALE, num_gpu=0, manual_seed=0,
         datasets=dict(train=dict(name='skimage_train', type='PairedImageDataset', dataroot_gt=hr, dataroot_lq=lr,
-                                 io_backend=dict(type='disk'), gt_size=24 * scale, use_hflip=True, use_rot=True,
-                                 num_worker_per_gpu=0, batch_size_per_gpu=8, dataset_enlarge_ratio=1,
-                                 prefetch_mode=None)),
+                                 io_backend=dict(type='disk'), gt_size=budget['lq_patch'] * SCALE, use_hflip=True,
+                                 use_rot=True, num_worker_per_gpu=0, batch_size_per_gpu=budget['batch'],
+                                 dataset_enlarge_ratio=1, prefetch_mode=None)),
         network_g=network_g,
         path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
-        train=dict(ema_decay=0.99, optim_g=dict(type='Adam', lr=5e-4, weight_decay=0, betas=[0.9, 0.99]),
-                   scheduler=dict(type='MultiStepLR', milestones=[int(iters * 0.8)], gamma=0.5), total_iter=iters,
+        train=dict(ema_decay=0.99, optim_g=dict(type='Adam', lr=1e-3, weight_decay=0, betas=[0.9, 0.99]),
+                   scheduler=dict(type='MultiStepLR', milestones=[int(iters * 0.75)], gamma=0.2), total_iter=iters,
                    warmup_iter=-1, pixel_opt=dict(type='L1Loss', loss_weight=1.0, reduction='mean')),
-        logger=dict(print_freq=max(iters // 10, 1), save_checkpoint_freq=iters, use_tb_logger=True,
+        logger=dict(print_freq=max(iters // 5, 1), save_checkpoint_freq=iters, use_tb_logger=True,
                     wandb=dict(project=None)))
 
 
-def run_training(opt_path, cwd):
-    """Run mixprior-train in a subprocess, streaming its progress lines."""
+def run_options(data, budget, teacher_ckpt):
+    """{label: options} of the four runs; the students differ only in model type and KD terms."""
+    runs = {'teacher': base_options('demo_teacher_EDSR_C32B8', 'SRModel', TEACHER, data, budget, budget['teacher'])}
+    n = budget['student']
+    runs['scratch'] = base_options('demo_scratch_EDSR_C16B4', 'SRModel', STUDENT, data, budget, n)
+    teacher = dict(network_t=TEACHER)
+    teacher_path = dict(pretrain_network_t=teacher_ckpt, teacher_param_key='params_ema')
+    logits = base_options('demo_logitskd_EDSR_C16B4', 'KDModel', STUDENT, data, budget, n)
+    logits.update(teacher)
+    logits['path'].update(teacher_path)
+    logits['train']['kd_opt'] = dict(type='L1Loss', loss_weight=1.0)
+    runs['Logits-KD'] = logits
+    mipkd = base_options('demo_mipkd_EDSR_C16B4', 'MiPKDModel', STUDENT, data, budget, n)
+    mipkd.update(teacher)
+    mipkd['path'].update(teacher_path)
+    mipkd['distill'] = dict(num_stages=4)
+    mipkd['train'].update(kd_opt=dict(type='L1Loss', loss_weight=1.0), fpm_opt=dict(type='L1Loss', loss_weight=1.0),
+                          bpm_opt=dict(type='L1Loss', loss_weight=0.1), ae_opt=dict(type='L1Loss', loss_weight=1.0))
+    runs['MiPKD'] = mipkd
+    return runs
+
+
+def run_training(label, opt, out):
+    """Write the option file and run mixprior-train on it, streaming its progress lines."""
+    import yaml
+    opt_path = os.path.join(out, 'options', f'{opt["name"]}.yml')
+    with open(opt_path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
     cmd = [sys.executable, '-m', 'mixprior_plugin.train', '-opt', opt_path]
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    print(f'    $ mixprior-train -opt {os.path.relpath(opt_path, out)}', flush=True)
+    start = time.time()
+    proc = subprocess.Popen(cmd, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED='1'))
     tail = []
     for line in proc.stdout:
         tail = (tail + [line])[-40:]
-        if '[epoch:' in line or 'Error' in line:
-            print('   ', line.rstrip()[-150:], flush=True)
+        if '[epoch:' in line:
+            it = line.split('iter:')[1].split(',')[0].strip()
+            losses = line.rsplit(']', 1)[-1].strip()
+            print(f'    [{label}] iter {it}/{opt["train"]["total_iter"]}  {losses}', flush=True)
     if proc.wait() != 0:
-        raise RuntimeError(f'training failed: {" ".join(cmd)}\n' + ''.join(tail))
+        raise RuntimeError(f'{label} training failed: {" ".join(cmd)}\n' + ''.join(tail))
+    print(f'    [{label}] done in {time.time() - start:.0f} s', flush=True)
+    return os.path.join(out, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
 
 
-def evaluate(net, data_dir, scale):
-    """Mean PSNR/SSIM (Y, crop_border = scale) of ``net`` (None: bicubic) on a paired folder."""
-    import torch
-    from basicsr.metrics import calculate_psnr, calculate_ssim
-    from basicsr.utils import img2tensor, tensor2img
-    hr_dir, lr_dir = data_dir
-    psnrs, ssims = [], []
-    for fname in sorted(os.listdir(hr_dir)):
-        hr = cv2.imread(os.path.join(hr_dir, fname))
-        lr = cv2.imread(os.path.join(lr_dir, fname))
-        if net is None:
-            sr = cv2.resize(lr, (hr.shape[1], hr.shape[0]), interpolation=cv2.INTER_CUBIC)
-        else:
-            with torch.no_grad():
-                out = net(img2tensor(lr.astype(np.float32) / 255., bgr2rgb=True, float32=True)[None])
-            sr = tensor2img(out)
-        psnrs.append(calculate_psnr(sr, hr, crop_border=scale, test_y_channel=True))
-        ssims.append(calculate_ssim(sr, hr, crop_border=scale, test_y_channel=True))
-    return float(np.mean(psnrs)), float(np.mean(ssims))
-
-
-def load_net(network_g, ckpt):
-    import torch
-    from basicsr.archs import build_network
-    net = build_network(dict(network_g))
-    state = torch.load(ckpt, map_location='cpu', weights_only=True)
-    net.load_state_dict(state.get('params_ema', state.get('params')), strict=True)
-    return net.eval()
+def plot_psnr(rows, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    labels = list(rows)
+    values = [rows[k]['psnr'] for k in labels]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    bars = ax.bar(labels, values, color=['#999999', '#444444', '#8cb4d9', '#4a7fb0', '#d9534f'][:len(labels)])
+    ax.bar_label(bars, fmt='%.2f')
+    ax.set_ylim(min(values) - 1.0, max(values) + 0.5)
+    ax.set_ylabel('PSNR (dB, Y)')
+    ax.set_title(f'x{SCALE} SR on held-out scikit-image photos')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='demo_output', help='output folder (default: demo_output)')
-    parser.add_argument('--iters', type=int, default=600, help='training iterations (default: 600)')
+    parser.add_argument('--quick', action='store_true', help='a few iterations only (smoke test)')
     args = parser.parse_args(argv)
     import torch
-    import yaml
 
     import mixprior_plugin  # noqa: F401
-    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    from mixprior_plugin.evaluation import Method, build_method, evaluate
+    budget = BUDGETS['quick' if args.quick else 'default']
     out = os.path.abspath(args.out)
     os.makedirs(os.path.join(out, 'options'), exist_ok=True)
     start = time.time()
-    print(f'[1/3] Writing the data set from scikit-image samples to {out}/data', flush=True)
-    data = {
-        'train': write_pairs(TRAIN_IMAGES, os.path.join(out, 'data', 'train'), SCALE, crop=192),
-        'test': write_pairs(TEST_IMAGES, os.path.join(out, 'data', 'test'), SCALE)
-    }
-    network_g = dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=32, num_block=4, upscale=SCALE, res_scale=1,
-                     img_range=255.)
-    name = 'demo_EDSR_f32b4_x4'
-    opt_path = os.path.join(out, 'options', f'{name}.yml')
-    with open(opt_path, 'w') as f:
-        yaml.safe_dump(train_options(name, SCALE, data, args.iters, network_g), f, sort_keys=False)
-    print(f'[2/3] Training EDSR 32x4 for {args.iters} iterations (mixprior-train -opt {opt_path})', flush=True)
-    run_training(opt_path, out)
-    print('[3/3] Evaluating on held-out photos: ' + ', '.join(TEST_IMAGES), flush=True)
-    net = load_net(network_g, os.path.join(out, 'experiments', name, 'models', 'net_g_latest.pth'))
-    rows = {'bicubic': evaluate(None, data['test'], SCALE), 'EDSR 32x4': evaluate(net, data['test'], SCALE)}
-    lines = ['| method | PSNR (dB) | SSIM |', '|---|---|---|']
-    lines += [f'| {k} | {p:.2f} | {s:.4f} |' for k, (p, s) in rows.items()]
+    print(f'[1/4] Data from scikit-image sample photos -> {out}/data (x{SCALE}, held out: '
+          f'{", ".join(TEST_IMAGES)})', flush=True)
+    train = (os.path.join(out, 'data', 'train', 'HR'), os.path.join(out, 'data', 'train', f'LR_bicubic_X{SCALE}'))
+    write_pairs(TRAIN_IMAGES, *train, SCALE, crop=96)
+    test_root = os.path.join(out, 'data', 'test')
+    write_pairs(TEST_IMAGES, os.path.join(test_root, TEST_SET, 'HR'),
+                os.path.join(test_root, TEST_SET, 'LR_bicubic', f'X{SCALE}'), SCALE, lr_suffix=f'x{SCALE}')
+
+    teacher_ckpt = os.path.join(out, 'experiments', 'demo_teacher_EDSR_C32B8', 'models', 'net_g_latest.pth')
+    runs = run_options(train, budget, teacher_ckpt)
+    print(f'[2/4] Teacher EDSR 32 ch x 8 blocks, {budget["teacher"]} iterations', flush=True)
+    ckpts = {'teacher': run_training('teacher', runs.pop('teacher'), out)}
+    print(f'[3/4] Student EDSR 16 ch x 4 blocks, {budget["student"]} iterations each: '
+          f'{", ".join(runs)} (same data, seed and initialisation)', flush=True)
+    for label, opt in runs.items():
+        ckpts[label] = run_training(label, opt, out)
+
+    print('[4/4] Evaluating on the held-out photos', flush=True)
+    methods = [Method('bicubic')]
+    methods += [build_method(label, path, TEACHER if label == 'teacher' else STUDENT, SCALE, torch.device('cpu'))
+                for label, path in ckpts.items()]
+    results = evaluate(methods, test_root, [TEST_SET], SCALE)['sets'][TEST_SET]['methods']
+    params = {'teacher': TEACHER, 'scratch': STUDENT, 'Logits-KD': STUDENT, 'MiPKD': STUDENT}
+    rows = {}
+    for label, res in results.items():
+        n_params = None
+        if label in params:
+            n_params = sum(p.numel() for p in next(m for m in methods if m.label == label).net.parameters())
+        rows[label] = dict(psnr=res['psnr'], ssim=res['ssim'], params=n_params)
+    lines = ['| method | params | PSNR (dB) | SSIM | PSNR vs scratch |', '|---|---|---|---|---|']
+    for label, row in rows.items():
+        delta = row['psnr'] - rows['scratch']['psnr']
+        n_params = f'{row["params"]:,}' if row['params'] else '-'
+        lines.append(f'| {label} | {n_params} | {row["psnr"]:.2f} | {row["ssim"]:.4f} | {delta:+.2f} |')
     table = '\n'.join(lines)
     print(table)
-    with open(os.path.join(out, 'results.json'), 'w') as f:
-        json.dump({k: dict(psnr=p, ssim=s) for k, (p, s) in rows.items()}, f, indent=2)
-    with open(os.path.join(out, 'results.md'), 'w') as f:
+    results_dir = os.path.join(out, 'results')
+    os.makedirs(results_dir, exist_ok=True)
+    elapsed = time.time() - start
+    with open(os.path.join(results_dir, 'demo_results.json'), 'w') as f:
+        json.dump(dict(scale=SCALE, budget=budget, teacher=TEACHER, student=STUDENT, test_images=TEST_IMAGES,
+                       rows=rows, seconds=round(elapsed, 1)), f, indent=2)
+    with open(os.path.join(results_dir, 'demo_results.md'), 'w') as f:
         f.write(table + '\n')
-    print(f'Done in {time.time() - start:.0f} s. Everything is under {out}')
+    plot_psnr(rows, os.path.join(results_dir, 'demo_psnr.png'))
+    print(f'Done in {elapsed / 60:.1f} min. Table and plot: {results_dir}/demo_results.md, demo_psnr.png; '
+          f'everything is under {out}')
+    return rows
 
 
 if __name__ == '__main__':

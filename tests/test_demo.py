@@ -1,0 +1,22 @@
+"""The README's main job, in its --quick smoke mode (the full run is timed in benchmarks/results/)."""
+import json
+
+from helpers import run_cli
+
+
+def test_demo_quick_writes_table_and_plot(tmp_path):
+    proc = run_cli(['-m', 'mixprior_plugin.demo', '--quick', '--out', str(tmp_path / 'demo')], cwd=str(tmp_path))
+    out = proc.stdout
+    for step in ('[1/4]', '[2/4]', '[3/4]', '[4/4]'):
+        assert step in out
+    assert '| method | params | PSNR (dB) | SSIM | PSNR vs scratch |' in out
+    results = tmp_path / 'demo' / 'results'
+    rows = json.load(open(results / 'demo_results.json'))['rows']
+    assert list(rows) == ['bicubic', 'teacher', 'scratch', 'Logits-KD', 'MiPKD']
+    assert rows['scratch']['params'] == rows['MiPKD']['params'] < rows['teacher']['params']
+    png = (results / 'demo_psnr.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
+    # everything under the one output folder, in BasicSR's layout
+    for sub in ('options', 'experiments', 'tb_logger', 'data'):
+        assert (tmp_path / 'demo' / sub).is_dir(), sub
+    assert f'everything is under {tmp_path / "demo"}' in out
