@@ -23,7 +23,7 @@ def test_option_files_match_the_generator():
     proc = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'gen_options.py'), '--check'],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert len(FILES) >= 72
+    assert len(FILES) >= 103
 
 
 @pytest.mark.parametrize('path', FILES, ids=[os.path.relpath(f, REPO) for f in FILES])
@@ -43,6 +43,7 @@ def test_option_file_is_valid(path):
 
 
 PAIR_RE = re.compile(r'((EDSR|RCAN|SwinIR)_\w+?-\w+?_x\d)\.yml$')
+BENCH_RE = re.compile(r'Benchmark/train_\w+?_(depth|width|compounded)_x4\.yml$')
 
 
 def _groups():
@@ -50,18 +51,24 @@ def _groups():
     groups = defaultdict(list)
     for path in FILES:
         match = PAIR_RE.search(os.path.basename(path))
+        bench = BENCH_RE.search(path)
         if match:
             groups[match.group(1)].append(path)
+        elif bench:
+            groups[f'benchmark_{bench.group(1)}'].append(path)
     return groups
 
 
 @pytest.mark.parametrize('stem,paths', sorted(_groups().items()), ids=sorted(_groups()))
 def test_methods_share_schedule_data_and_student(stem, paths):
     opts = [yaml_load(p) for p in paths]
-    ref = opts[0]
+    ref = next(o for o, p in zip(opts, paths) if '_seed' not in os.path.basename(p))
     assert len(opts) >= 3  # Scratch, LogitsKD, MiPKD at least
     for opt, path in zip(opts[1:], paths[1:]):
         for key in SHARED_KEYS:
+            if key == 'manual_seed' and '_seed' in os.path.basename(path):
+                assert opt[key] != ref[key], path  # the noise-floor run: a second seed on purpose
+                continue
             assert opt[key] == ref[key], (path, key)
         for key in SHARED_TRAIN_KEYS:
             assert opt['train'][key] == ref['train'][key], (path, key)
@@ -70,7 +77,8 @@ def test_methods_share_schedule_data_and_student(stem, paths):
 
 
 ARCHS_X4 = sorted((PAIR_RE.search(p).group(1), p) for p in FILES
-                  if os.path.basename(p).startswith('train_MiPKD_') and p.endswith('_x4.yml') and '/ablations/' not in p)
+                  if os.path.basename(p).startswith('train_MiPKD_') and p.endswith('_x4.yml') and
+                  os.path.basename(os.path.dirname(p)) == 'MiPKD')
 
 
 @pytest.mark.parametrize('pair,path', ARCHS_X4, ids=[a for a, _ in ARCHS_X4])

@@ -97,17 +97,50 @@ def teacher_weights(teacher, scale):
     return f'experiments/train_{teacher}_x{scale}/models/net_g_latest.pth'
 
 
-def with_teacher(opt, teacher, scale, num_stages=None):
+def with_teacher(opt, teacher_arch, weights, num_stages=None):
     out = dict()
     for key, value in opt.items():  # network_t right after network_g, for readability
         out[key] = value
         if key == 'network_g':
-            out['network_t'] = TEACHERS[teacher][0](scale)
-    out['path'] = dict(opt['path'], pretrain_network_t=teacher_weights(teacher, scale), teacher_param_key='params_ema',
-                       strict_load_t=True)
+            out['network_t'] = teacher_arch
+    out['path'] = dict(opt['path'], pretrain_network_t=weights, teacher_param_key='params_ema', strict_load_t=True)
     if num_stages:
         out['distill'] = dict(num_stages=num_stages, feat_norm=True)
     return out
+
+
+MIXER_DEFAULTS = dict(latent_channels=None, encoder=dict(type='cnn', sharing='separate'),
+                      mask=dict(type='random3d', ratio=0.5),
+                      route=dict(mode='per_stage', prob=0.5, tail='student', batch_fraction=1.0), ae_warmup_iters=0)
+MIPKD_LOSSES = dict(kd_opt=dict(type='L1Loss', loss_weight=1.0), fpm_opt=dict(type='L1Loss', loss_weight=1.0),
+                    bpm_opt=dict(type='L1Loss', loss_weight=0.1), ae_opt=dict(type='L1Loss', loss_weight=1.0))
+
+
+def method_options(method, base_opt, teacher_arch, weights, num_stages):
+    """One method's options on top of the shared ``base_opt`` (an SRModel option dict).
+
+    Methods: 'Scratch', 'LogitsKD', 'MiPKD', the BASELINES keys, and 'MiPKD_<ablation>'.
+    Every baseline is Logits-KD plus its feature term, as MiPKD is Logits-KD plus its mixers, so
+    the comparison isolates what each method adds.
+    """
+    from mixprior_plugin.models.mipkd_model import ABLATIONS
+    if method == 'Scratch':
+        return deepcopy(base_opt)
+    if method == 'LogitsKD':
+        opt = with_teacher(dict(deepcopy(base_opt), model_type='KDModel'), teacher_arch, weights)
+        opt['train']['kd_opt'] = dict(type='L1Loss', loss_weight=1.0)
+        return opt
+    if method in BASELINES:
+        opt = with_teacher(dict(deepcopy(base_opt), model_type='KDModel'), teacher_arch, weights, num_stages)
+        opt['train']['kd_opt'] = dict(type='L1Loss', loss_weight=1.0)
+        opt['train']['feat_opt'] = [dict(BASELINES[method])]
+        return opt
+    if method == 'MiPKD' or method.startswith('MiPKD_'):
+        opt = with_teacher(dict(deepcopy(base_opt), model_type='MiPKDModel'), teacher_arch, weights, num_stages)
+        opt['mixer'] = deepcopy(MIXER_DEFAULTS)
+        opt['train'].update(deepcopy(MIPKD_LOSSES))
+        return merge(opt, ABLATIONS[method[len('MiPKD_'):]]) if method != 'MiPKD' else opt
+    raise ValueError(f'unknown method {method!r}')
 
 
 def merge(base_opt, delta):
@@ -118,6 +151,48 @@ def merge(base_opt, delta):
         else:
             out[key] = deepcopy(value)
     return out
+
+
+# ---- the project's method benchmark (tools/benchmark.py): one teacher, three compressions, x4 ----
+BENCH_TEACHER = ('EDSR_C128B16', lambda: edsr(128, 16, 4), 'pretrained/EDSR_C128B16_x4_T91BSD200.pth')
+BENCH_SETTINGS = {
+    'depth': ('EDSR_C128B4', lambda: edsr(128, 4, 4)),
+    'width': ('EDSR_C32B16', lambda: edsr(32, 16, 4)),
+    'compounded': ('EDSR_C32B4', lambda: edsr(32, 4, 4)),
+}
+BENCH_METHODS = ('Scratch', 'LogitsKD', 'FitNet', 'AT', 'FAKD', 'RKD', 'MiPKD', 'MiPKD_fpm_only', 'MiPKD_bpm_only')
+BENCH_TEACHER_ITERS, BENCH_STUDENT_ITERS = 20000, 6000
+
+
+def bench_base(name, network_g, iters, seed=0):
+    """T91 + BSD200 (tools/prepare_data.py layout), a short GPU schedule, Set5 validation."""
+    opt = base(name, 4, network_g)
+    opt['manual_seed'] = seed
+    opt['datasets']['train'].update(name='T91_BSD200', dataroot_gt='datasets/T91_BSD200_x4/HR',
+                                    dataroot_lq='datasets/T91_BSD200_x4/LR_bicubic/X4', filename_tmpl='{}x4')
+    opt['train'].update(optim_g=dict(type='Adam', lr=2e-4, weight_decay=0, betas=[0.9, 0.99]),
+                        scheduler=dict(type='MultiStepLR', milestones=[iters // 2, iters * 3 // 4], gamma=0.5),
+                        total_iter=iters)
+    opt['val']['val_freq'] = max(iters // 5, 1)
+    opt['logger'].update(print_freq=max(iters // 50, 1), save_checkpoint_freq=max(iters // 5, 1))
+    return opt
+
+
+def benchmark_options():
+    """{file stem: (header, options)} of the benchmark's teacher and students."""
+    t_name, t_arch, t_weights = BENCH_TEACHER
+    files = {f'train_teacher_{t_name}_x4': (
+        f'Benchmark teacher {t_name} x4 on T91 + BSD200; tools/benchmark.py stores it as {t_weights}.',
+        bench_base(f'bench_teacher_{t_name}_x4', t_arch(), BENCH_TEACHER_ITERS))}
+    for setting, (s_name, s_arch) in BENCH_SETTINGS.items():
+        for method in BENCH_METHODS + ('Scratch_seed1', ):
+            seed = 1 if method.endswith('_seed1') else 0
+            name = f'bench_{method}_{setting}_{s_name}_x4'
+            opt = method_options(method.replace('_seed1', ''), bench_base(name, s_arch(), BENCH_STUDENT_ITERS, seed),
+                                 t_arch(), t_weights, 4)
+            files[f'train_{method}_{setting}_x4'] = (
+                f'Benchmark, {setting} compression: {t_name} -> {s_name}, {method}, x4.', opt)
+    return files
 
 
 def all_options():
@@ -132,36 +207,22 @@ def all_options():
         for s in SCALES:
             stem = f'{pair}_x{s}'
             head = f'{TEACHERS[teacher][1]} -> {pair.split("-")[1]} ({kind} compression), x{s}.'
-            files[f'MiPKD/train_Scratch_{stem}.yml'] = (f'From scratch: {head}', base(f'Scratch_{stem}', s, student(s)))
-            logits = with_teacher(base(f'LogitsKD_{stem}', s, student(s), 'KDModel'), teacher, s)
-            logits['train']['kd_opt'] = dict(type='L1Loss', loss_weight=1.0)
-            files[f'MiPKD/train_LogitsKD_{stem}.yml'] = (f'Logits-KD: {head}', logits)
-            mipkd = with_teacher(base(f'MiPKD_{stem}', s, student(s), 'MiPKDModel'), teacher, s, k)
-            mipkd['mixer'] = dict(latent_channels=None, encoder=dict(type='cnn', sharing='separate'),
-                                  mask=dict(type='random3d', ratio=0.5),
-                                  route=dict(mode='per_stage', prob=0.5, tail='student', batch_fraction=1.0),
-                                  ae_warmup_iters=0)
-            mipkd['train'].update(kd_opt=dict(type='L1Loss', loss_weight=1.0),
-                                  fpm_opt=dict(type='L1Loss', loss_weight=1.0),
-                                  bpm_opt=dict(type='L1Loss', loss_weight=0.1),
-                                  ae_opt=dict(type='L1Loss', loss_weight=1.0))
-            files[f'MiPKD/train_MiPKD_{stem}.yml'] = (f'MiPKD: {head}', mipkd)
+            methods = ['Scratch', 'LogitsKD', 'MiPKD']
+            if s == 4 and pair in BASELINE_PAIRS:
+                methods += list(BASELINES)
             if pair == ABLATION_PAIR and s == ABLATION_SCALE:
-                for ab, delta in ABLATIONS.items():
-                    opt = merge(mipkd, delta)
-                    opt['name'] = f'MiPKD_{ab}_{stem}'
-                    files[f'MiPKD/ablations/train_MiPKD_{ab}_{stem}.yml'] = (f'MiPKD ablation {ab}: {head}', opt)
-    for pair in BASELINE_PAIRS:
-        teacher, student, k, kind = PAIRS[pair]
-        stem = f'{pair}_x4'
-        for method, term in BASELINES.items():
-            opt = with_teacher(base(f'{method}_{stem}', 4, student(4), 'KDModel'), teacher, 4, k)
-            # Every baseline is Logits-KD plus its feature term, as MiPKD is Logits-KD plus its mixers,
-            # so the comparison isolates what each method adds.
-            opt['train']['kd_opt'] = dict(type='L1Loss', loss_weight=1.0)
-            opt['train']['feat_opt'] = [dict(term)]
-            files[f'Baselines/train_{method}_{stem}.yml'] = (
-                f'{method}: {TEACHERS[teacher][1]} -> {pair.split("-")[1]} ({kind} compression), x4.', opt)
+                methods += [f'MiPKD_{ab}' for ab in ABLATIONS]
+            for method in methods:
+                opt = method_options(method, base(f'{method}_{stem}', s, student(s)), TEACHERS[teacher][0](s),
+                                     teacher_weights(teacher, s), k)
+                folder = ('Baselines' if method in BASELINES else
+                          'MiPKD/ablations' if method.startswith('MiPKD_') else 'MiPKD')
+                label = {'Scratch': 'From scratch', 'LogitsKD': 'Logits-KD'}.get(method, method)
+                if method.startswith('MiPKD_'):
+                    label = f'MiPKD ablation {method[6:]}'
+                files[f'{folder}/train_{method}_{stem}.yml'] = (f'{label}: {head}', opt)
+    for name, (header, opt) in benchmark_options().items():
+        files[f'Benchmark/{name}.yml'] = (header, opt)
     return files
 
 
