@@ -104,6 +104,12 @@ def imresize_uint8(img, factor):
     return np.clip(np.round(out * 255.), 0, 255).astype(np.uint8)
 
 
+def hr_lr_pair(path, scale):
+    """``(HR cropped to a multiple of scale, its MATLAB-bicubic LR)`` of one image file."""
+    hr = crop_to_multiple(read_image(path)[0], scale)
+    return hr, imresize_uint8(hr, 1 / scale)
+
+
 def lr_candidates(lr_dir, name, scale):
     """Paths where the LR image of ``name`` may be: ``<name>x<s>.<ext>`` then ``<name>.<ext>``."""
     return [os.path.join(lr_dir, base + ext) for base in (f'{name}x{scale}', name) for ext in IMAGE_EXTENSIONS]
