@@ -40,7 +40,7 @@ def edsr(feat, blocks):
 TEACHER = edsr(32, 8)
 STUDENT = edsr(16, 4)
 # iterations (teacher, each student) and LR patch / batch, per budget
-BUDGETS = {'default': dict(teacher=1000, student=500, lq_patch=32, batch=8),
+BUDGETS = {'default': dict(teacher=800, student=500, lq_patch=32, batch=8),
            'quick': dict(teacher=6, student=4, lq_patch=16, batch=2)}
 
 
