@@ -30,8 +30,12 @@ def run_meta(device, repo=None):
     import torch
     repo = repo or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     commit, dirty = git_commit(repo)
-    return dict(command=' '.join([os.path.relpath(sys.argv[0], repo) if os.path.isabs(sys.argv[0]) else sys.argv[0]]
-                                 + sys.argv[1:]),
+    spec = getattr(sys.modules.get('__main__'), '__spec__', None)
+    if spec is not None and spec.name not in (None, '__main__'):
+        program = f'python -m {spec.name}'  # run as a module
+    else:
+        program = 'python ' + (os.path.relpath(sys.argv[0], repo) if os.path.isabs(sys.argv[0]) else sys.argv[0])
+    return dict(command=' '.join([program] + sys.argv[1:]),
                 git_commit=commit, git_dirty=dirty, device=device_name(device),
                 date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
                 torch=torch.__version__, python=platform.python_version())
