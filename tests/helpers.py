@@ -146,3 +146,14 @@ def base_model_opt(network_g, network_t, scale, teacher_path, model_type='KDMode
         opt['train'].update(train)
     deep_update(opt, extra)
     return opt
+
+
+def state_equal(a, b):
+    """Exact equality of nested state dicts / lists of tensors (optimizer, scheduler states)."""
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(state_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(state_equal(x, y) for x, y in zip(a, b))
+    return a == b

@@ -10,7 +10,7 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
 from basicsr.utils.misc import check_resume
-from helpers import (FAMILIES, REPO, SCALES, base_model_opt, make_paired_folder, run_cli, save_random_teacher,
+from helpers import (FAMILIES, REPO, SCALES, base_model_opt, run_cli, save_random_teacher, state_equal,
                      tiny_arch, write_yaml)
 from mixprior_plugin.stages import build_adapters
 from mixprior_plugin.utils.options import OptionError, normalise_teacher_aliases
@@ -121,16 +121,6 @@ def test_student_init_identical_to_sr_model(teacher_file):
         assert torch.equal(a, b), n
 
 
-def _state_equal(a, b):
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_state_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_state_equal(x, y) for x, y in zip(a, b))
-    return a == b
-
-
 def test_save_then_resume_restores_everything(tmp_path, teacher_file):
     teacher = teacher_file('RCAN', 2)
     opt = kd_opt('RCAN', 2, teacher, tmp_path, train=dict(feat_opt=dict(type='FitNetLoss', loss_weight=1.0)))
@@ -158,14 +148,14 @@ def test_save_then_resume_restores_everything(tmp_path, teacher_file):
     resumed = build_model(resumed_opt)
     resumed.resume_training(state)
 
-    assert _state_equal(model.net_g.state_dict(), resumed.net_g.state_dict())
-    assert _state_equal(model.net_g_ema.state_dict(), resumed.net_g_ema.state_dict())
-    assert _state_equal(model.net_extra.state_dict(), resumed.net_extra.state_dict())
-    assert _state_equal(model.net_t.state_dict(), resumed.net_t.state_dict())
+    assert state_equal(model.net_g.state_dict(), resumed.net_g.state_dict())
+    assert state_equal(model.net_g_ema.state_dict(), resumed.net_g_ema.state_dict())
+    assert state_equal(model.net_extra.state_dict(), resumed.net_extra.state_dict())
+    assert state_equal(model.net_t.state_dict(), resumed.net_t.state_dict())
     for a, b in zip(model.optimizers, resumed.optimizers):
-        assert _state_equal(a.state_dict(), b.state_dict())
+        assert state_equal(a.state_dict(), b.state_dict())
     for a, b in zip(model.schedulers, resumed.schedulers):
-        assert _state_equal(a.state_dict(), b.state_dict())
+        assert state_equal(a.state_dict(), b.state_dict())
 
 
 def test_teacher_aliases_are_accepted(teacher_file, capsys):

@@ -18,7 +18,7 @@ from basicsr.losses import build_loss
 from basicsr.models import build_model
 from basicsr.utils.misc import check_resume
 from basicsr.utils.registry import LOSS_REGISTRY
-from helpers import REPO, base_model_opt, save_random_teacher, tiny_arch, write_yaml
+from helpers import REPO, base_model_opt, state_equal, save_random_teacher, tiny_arch, write_yaml
 from mixprior_plugin.losses import kd_loss
 from mixprior_plugin.utils.options import normalise_teacher_aliases
 
@@ -296,16 +296,6 @@ def test_term_alone_trains_student_not_teacher(name, family, teacher_file):
 
 
 # ---- FitNet connectors: optimised, saved, resumed, not exported -------------------------------
-def _state_equal(a, b):
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_state_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_state_equal(x, y) for x, y in zip(a, b))
-    return a == b
-
-
 def _load_export_tool():
     spec = importlib.util.spec_from_file_location('export_student', os.path.join(REPO, 'tools', 'export_student.py'))
     module = importlib.util.module_from_spec(spec)
@@ -339,7 +329,7 @@ def test_fitnet_connectors_optimised_saved_resumed_not_exported(connector, tmp_p
     model.save(epoch=0, current_iter=2)
     saved = torch.load(tmp_path / 'models' / 'net_extra_2.pth', weights_only=True)['params']
     assert any(k.startswith('connectors.0.') for k in saved)
-    assert _state_equal(dict(saved), dict(model.net_extra.state_dict()))
+    assert state_equal(dict(saved), dict(model.net_extra.state_dict()))
     state = torch.load(tmp_path / 'training_states' / '2.state', weights_only=True)
 
     resumed_opt = copy.deepcopy(opt)
@@ -348,11 +338,11 @@ def test_fitnet_connectors_optimised_saved_resumed_not_exported(connector, tmp_p
     check_resume(resumed_opt, 2)
     torch.manual_seed(123)
     resumed = build_model(resumed_opt)
-    assert not _state_equal(model.net_extra.state_dict(), resumed.net_extra.state_dict())  # fresh connectors
+    assert not state_equal(model.net_extra.state_dict(), resumed.net_extra.state_dict())  # fresh connectors
     resumed.resume_training(state)
-    assert _state_equal(model.net_extra.state_dict(), resumed.net_extra.state_dict())
-    assert _state_equal(model.net_g.state_dict(), resumed.net_g.state_dict())
-    assert _state_equal(model.optimizer_extra.state_dict(), resumed.optimizer_extra.state_dict())
+    assert state_equal(model.net_extra.state_dict(), resumed.net_extra.state_dict())
+    assert state_equal(model.net_g.state_dict(), resumed.net_g.state_dict())
+    assert state_equal(model.optimizer_extra.state_dict(), resumed.optimizer_extra.state_dict())
 
     out_file = str(tmp_path / 'student.pth')
     yaml_opt = str(tmp_path / 'kd.yml')

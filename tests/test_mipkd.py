@@ -9,9 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from basicsr.archs import build_network
 from basicsr.models import build_model
-from helpers import (FAMILIES, REPO, base_model_opt, make_paired_folder, run_cli, save_random_teacher, sr_options,
+from helpers import (FAMILIES, REPO, base_model_opt, run_cli, save_random_teacher, sr_options,
                      tiny_arch, write_yaml)
 from mixprior_plugin.archs.prior_mixer_arch import MASK_TYPES, PriorMixer, make_mask
 from mixprior_plugin.models.mipkd_model import ABLATIONS

@@ -8,7 +8,6 @@ import sys
 import time
 
 import cv2
-import numpy as np
 import pytest
 import torch
 
@@ -109,7 +108,7 @@ def test_kill9_then_auto_resume_matches_uninterrupted_run(tmp_path, tiny_data):
     proc = _train(str(killed / 'run.yml'), str(killed), extra_args=('--auto_resume', ))
     output = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, output[-3000:]
-    assert f'Resuming training from epoch' in ''.join(
+    assert 'Resuming training from epoch' in ''.join(
         open(f).read() for f in glob.glob(str(killed / 'experiments' / 'run' / 'train_*.log')))
 
     (g_a, e_a), (g_b, e_b) = _final_weights(straight, 'run', 20), _final_weights(killed, 'run', 20)

@@ -12,7 +12,6 @@ Examples::
 import argparse
 import sys
 
-import torch
 
 # Prefixes under which other KD code bases keep the student inside one checkpoint.
 STUDENT_PREFIXES = ('module.', 'net_g.', 'student.', 'model.student.')
