@@ -64,7 +64,7 @@ def build_method(label, ckpt, arch, scale, device, param_key='params_ema'):
     from basicsr.archs import build_network
 
     import mixprior_plugin  # noqa: F401  (registers the plugin's archs)
-    from mixprior_plugin.utils.checkpoint import describe_state_dict_mismatch, extract_state_dict, load_checkpoint
+    from mixprior_plugin.utils.checkpoint import extract_state_dict, load_checkpoint, load_state_checked
     if arch is None:
         raise EvalError(f'No arch for checkpoint {ckpt}: give -opt (network_g) or --arch-json, '
                         'or LABEL=CKPT@ARCH in --compare')
@@ -76,10 +76,7 @@ def build_method(label, ckpt, arch, scale, device, param_key='params_ema'):
     except Exception as err:  # registry KeyError, wrong constructor arguments, ...
         raise EvalError(f'{label}: cannot build arch {arch}: {err.__class__.__name__}: {err}') from err
     state, used = extract_state_dict(load_checkpoint(ckpt), param_key, ckpt)
-    mismatch = describe_state_dict_mismatch(net, state)
-    if mismatch:
-        raise EvalError(f'{ckpt} [{used}] does not fit {arch["type"]} ({label}):\n{mismatch}')
-    net.load_state_dict(state, strict=True)
+    load_state_checked(net, state, f'{ckpt} [{used}]', f'{arch["type"]} ({label})')
     net.eval().requires_grad_(False)
     return Method(label, ckpt=ckpt, arch=arch, net=net.to(device))
 

@@ -18,7 +18,6 @@ explicit ``distill.adapter_t`` / ``distill.adapter_g`` dict (``type: SequentialB
 module paths) for any other arch whose body is a sequence of blocks. Each adapter's staged forward
 is checked against the network's own forward (:meth:`StageAdapter.check_matches_forward`).
 """
-import math
 from functools import reduce
 
 import torch
@@ -410,11 +409,6 @@ def pad_to_multiple(x, multiple):
         return x, (0, 0)
     mode = 'reflect' if ph < h and pw < w else 'replicate'
     return F.pad(x, (0, pw, 0, ph), mode=mode), (ph, pw)
-
-
-def lcm(a, b):
-    return a * b // math.gcd(a, b)
-
 
 DISTILL_KEYS = ('num_stages', 'stages_t', 'stages_g', 'adapter_t', 'adapter_g', 'feat_norm', 'feat_norm_momentum',
                 'check_adapters')

@@ -45,17 +45,14 @@ def export(opt_path, ckpt_path, out_path, key='params_ema'):
     from basicsr.archs import build_network
 
     import mixprior_plugin  # noqa: F401  (registers archs)
-    from mixprior_plugin.utils.checkpoint import atomic_save, describe_state_dict_mismatch, load_checkpoint
+    from mixprior_plugin.utils.checkpoint import atomic_save, load_checkpoint, load_state_checked
     from mixprior_plugin.utils.options import OptionError, yaml_load
     opt = yaml_load(opt_path)
     if 'network_g' not in opt:
         raise OptionError(f'{opt_path} has no network_g (the student arch)')
     net = build_network(dict(opt['network_g']))
     state, dropped, used = student_state_dict(load_checkpoint(ckpt_path), key, ckpt_path)
-    mismatch = describe_state_dict_mismatch(net, state)
-    if mismatch:
-        raise OptionError(f'{ckpt_path} [{used}] does not fit network_g of {opt_path}:\n{mismatch}')
-    net.load_state_dict(state, strict=True)
+    load_state_checked(net, state, f'{ckpt_path} [{used}]', f'network_g of {opt_path}')
     clean = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     atomic_save({'params': clean}, out_path)
     num_params = sum(p.numel() for p in net.parameters())

@@ -87,7 +87,7 @@ def inspect(opt_path, lr_size=48, device='cpu'):
     from basicsr.archs import build_network
 
     from mixprior_plugin.models.kd_model import build_frozen_teacher
-    from mixprior_plugin.stages import build_adapters, lcm, num_body_blocks
+    from mixprior_plugin.stages import build_adapters, num_body_blocks
     from mixprior_plugin.utils.options import OptionError, normalise_teacher_aliases, yaml_load
     opt = yaml_load(opt_path)
     normalise_teacher_aliases(opt)
@@ -104,7 +104,7 @@ def inspect(opt_path, lr_size=48, device='cpu'):
     multiple = 1
     for arch, net in ((opt['network_t'], net_t), (opt['network_g'], net_g)):
         window = window_of(arch, net)
-        multiple = lcm(multiple, window) if window else multiple
+        multiple = math.lcm(multiple, window) if window else multiple
     size = math.ceil(lr_size / multiple) * multiple
     info = OrderedDict(option_file=opt_path, model_type=opt['model_type'], lr_size=lr_size, input_size=size,
                        uses_features=used, feat_terms=[OrderedDict(type=t.__class__.__name__,

@@ -34,12 +34,11 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from mixprior_plugin.stages import DISTILL_KEYS, FeatureRecorder, build_adapters, pad_to_multiple
+from mixprior_plugin.stages import DISTILL_KEYS, FeatureRecorder, build_adapters
 from mixprior_plugin.utils import checkpoint
-from mixprior_plugin.utils.checkpoint import describe_state_dict_mismatch, extract_state_dict, load_checkpoint
+from mixprior_plugin.utils.checkpoint import extract_state_dict, load_checkpoint, load_state_checked
 from mixprior_plugin.utils.options import OptionError, check_known_keys, normalise_teacher_aliases
 
-TEACHER_PATH_KEYS = ('pretrain_network_t', 'teacher_param_key', 'strict_load_t')
 # BasicSR's SRModel train keys; a distillation model adds its own (a typo such as `fmp_opt` would
 # otherwise silently switch a term off).
 SR_TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt')
@@ -71,16 +70,8 @@ def build_frozen_teacher(opt, device='cpu'):
     key = path_opt.get('teacher_param_key', 'params_ema')
     strict = path_opt.get('strict_load_t', True)
     state, used = extract_state_dict(load_checkpoint(weights), key, weights)
-    mismatch = describe_state_dict_mismatch(net_t, state)
-    if mismatch:
-        msg = (f'path.pretrain_network_t={weights} (key {used!r}) does not fit network_t '
-               f'({opt["network_t"]["type"]}):\n{mismatch}')
-        if strict:
-            raise OptionError(msg)
-        logger.warning(msg + '\nLoading the matching keys only (strict_load_t: false).')
-        own = net_t.state_dict()
-        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    net_t.load_state_dict(state, strict=strict)
+    load_state_checked(net_t, state, f'path.pretrain_network_t={weights} (key {used!r})',
+                       f'network_t ({opt["network_t"]["type"]})', strict)
     logger.info(f'Teacher {opt["network_t"]["type"]} loaded from {weights} [{used}], '
                 f'{sum(p.numel() for p in net_t.parameters()):,d} parameters, frozen.')
     net_t.eval()
@@ -152,10 +143,13 @@ class KDModel(SRModel):
                               '(a random teacher teaches nothing)')
         if check_files and not os.path.isfile(os.path.expanduser(weights)):
             raise OptionError(f'path.pretrain_network_t={weights}: file not found')
-        feat_opt = opt.get('train', {}).get('feat_opt')
-        for i, term in enumerate(cls._as_list(feat_opt)):
-            if not isinstance(term, dict) or 'type' not in term:
-                raise OptionError(f'train.feat_opt[{i}] must be a loss dict with a type, got {term!r}')
+        train = opt.get('train') or {}
+        for key in (k for k in cls.TRAIN_KEYS if k.endswith('_opt') and train.get(k) is not None):
+            terms = train[key] if isinstance(train[key], (list, tuple)) else [train[key]]
+            for i, term in enumerate(terms):
+                if not isinstance(term, dict) or 'type' not in term:
+                    where = f'train.{key}[{i}]' if isinstance(train[key], (list, tuple)) else f'train.{key}'
+                    raise OptionError(f'{where} must be a loss dict with a type, got {term!r}')
 
     @classmethod
     def feat_terms_for(cls, opt):
@@ -386,18 +380,12 @@ class KDModel(SRModel):
     # ------------------------------------------------------------------ test
     def test(self):
         """Student-only inference (EMA weights when present); pads for window-based students."""
+        from mixprior_plugin.evaluation import sr_tensor  # the same padding as tools/evaluate.py
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
-        window = self.opt['network_g'].get('window_size')
-        lq, pad = (pad_to_multiple(self.lq, window) if window else (self.lq, (0, 0)))
         was_training = net.training
         net.eval()
-        with torch.no_grad():
-            out = net(lq)
+        self.output = sr_tensor(net, self.lq, self.opt.get('scale', 1), self.opt['network_g'].get('window_size'))
         net.train(was_training)
-        if pad != (0, 0):
-            scale = self.opt.get('scale', 1)
-            out = out[..., :out.shape[-2] - pad[0] * scale, :out.shape[-1] - pad[1] * scale]
-        self.output = out
 
     # ------------------------------------------------------------------ saving
     def save(self, epoch, current_iter):
@@ -416,8 +404,5 @@ class KDModel(SRModel):
         if len(self.net_extra.state_dict()):
             path = os.path.join(self.opt['path']['models'], f'net_extra_{resume_state["iter"]}.pth')
             state, _ = extract_state_dict(load_checkpoint(path), 'params', path)
-            mismatch = describe_state_dict_mismatch(self.net_extra, state)
-            if mismatch:
-                raise OptionError(f'{path} does not fit the extra modules built from the options:\n{mismatch}')
-            self.net_extra.load_state_dict(state)
+            load_state_checked(self.net_extra, state, path, 'the extra modules built from the options')
         checkpoint.resume_training(self, resume_state)

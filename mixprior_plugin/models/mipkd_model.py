@@ -125,12 +125,8 @@ class MiPKDModel(KDModel):
 
     @classmethod
     def check_options(cls, opt, check_files=True):
-        super().check_options(opt, check_files)
+        super().check_options(opt, check_files)  # also the loss dicts of TRAIN_KEYS
         mixer_settings(opt)
-        for key in DEFAULT_LOSSES:
-            term = opt.get('train', {}).get(key)
-            if term is not None and (not isinstance(term, dict) or 'type' not in term):
-                raise OptionError(f'train.{key} must be a loss dict with a type, got {term!r}')
 
     @classmethod
     def uses_features_for(cls, opt, feat_terms):

@@ -85,6 +85,30 @@ def extract_state_dict(ckpt, param_key, path='<checkpoint>'):
     return state, used
 
 
+def load_state_checked(net, state, source, target=None, strict=True):
+    """Load ``state`` into ``net``; when they do not fit, say exactly how.
+
+    Args:
+        net (nn.Module): Destination.
+        state (dict): State dict (e.g. from :func:`extract_state_dict`).
+        source (str): Where the weights come from, for the message (a path, an option key).
+        target (str | None): What ``net`` is, for the message (default: its class name).
+        strict (bool): A mismatch raises OptionError listing missing / unexpected / mismatched keys;
+            with False the matching keys are loaded and the list is logged as a warning.
+    """
+    from mixprior_plugin.utils.options import OptionError
+    mismatch = describe_state_dict_mismatch(net, state)
+    if mismatch:
+        msg = f'{source} does not fit {target or net.__class__.__name__}:\n{mismatch}'
+        if strict:
+            raise OptionError(msg)
+        from basicsr.utils import get_root_logger
+        get_root_logger().warning(msg + '\nLoading the matching keys only (non-strict load).')
+        own = net.state_dict()
+        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(state, strict=strict)
+
+
 def describe_state_dict_mismatch(net, state):
     """Readable list of missing / unexpected / shape-mismatched keys, or '' when they fit.
 
@@ -211,17 +235,8 @@ def resume_training(self, resume_state):
 def load_network(self, net, load_path, strict=True, param_key='params'):
     """BasicSR's ``load_network``: weights_only, and a readable list of what does not fit."""
     from basicsr.utils import get_root_logger
-
-    from mixprior_plugin.utils.options import OptionError
     net = self.get_bare_model(net)
     state, used = extract_state_dict(load_checkpoint(load_path), param_key, load_path)
-    mismatch = describe_state_dict_mismatch(net, state)
-    if mismatch:
-        if strict:
-            raise OptionError(f'{load_path} [{used}] does not fit {net.__class__.__name__} as built from the '
-                              f'options (a checkpoint of another arch or size?):\n{mismatch}')
-        own = net.state_dict()
-        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        get_root_logger().warning(f'Loading the matching keys of {load_path} only:\n{mismatch}')
     get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{used}].')
-    net.load_state_dict(state, strict=strict)
+    load_state_checked(net, state, f'{load_path} [{used}]', f'{net.__class__.__name__} as built from the options '
+                       '(a checkpoint of another arch or size?)', strict)
