@@ -1,6 +1,7 @@
-"""Feature-KD baselines (FitNet, AT, FAKD, RKD): values against slow reference loops, gradients
-through KDModel for each term alone, FitNet connectors (optimised, saved, resumed, not exported),
-and FAKD's memory bound with pooling (measured in a subprocess)."""
+"""Feature-KD baselines (FitNet, AT, FAKD, RKD): values computed by hand from each paper's formula
+on fixed tiny inputs (stored numbers), values against slow reference loops on random inputs,
+gradients through KDModel for each term alone, FitNet connectors (optimised, saved, resumed, not
+exported), and FAKD's memory bound with pooling (measured in a subprocess)."""
 import copy
 import importlib.util
 import json
@@ -25,7 +26,7 @@ from mixprior_plugin.utils.options import normalise_teacher_aliases
 # Every feature loss of kd_loss.py, with the option sets checked against the reference loops.
 FEATURE_LOSSES = {
     'FitNetLoss': [dict(), dict(criterion='l1'), dict(criterion='l2', connector='conv3x3')],
-    'ATLoss': [dict(), dict(p=1), dict(p=3, eps=1e-3)],
+    'ATLoss': [dict(), dict(p=1), dict(p=3, eps=1e-3), dict(beta=2e3)],
     'FAKDLoss': [dict(), dict(pool_size=2), dict(pool_size=3), dict(pool_size=4), dict(pool_size=7)],
     'RKDLoss': [dict(), dict(pool_size=2), dict(pool_size=None), dict(distance_weight=1.0, angle_weight=0.0),
                 dict(distance_weight=0.0, angle_weight=1.0, pool_size=1)],
@@ -85,24 +86,25 @@ def ref_fitnet(s, t, criterion='l2', **_):
     return total / count
 
 
-def ref_at(s, t, p=2, eps=1e-6):
+def ref_at(s, t, p=2, eps=1e-6, beta=1000.0):
     def att(fmap):
         q = [sum(abs(v) ** p for v in vec) / len(vec) for vec in positions(fmap)]
         norm = math.sqrt(sum(v * v for v in q))
         return [v / max(norm, eps) for v in q]
 
-    per_sample = []
+    total, count = 0.0, 0
     for fs, ft in zip(s, t):
-        qs, qt = att(fs), att(ft)
-        per_sample.append(sum((a - b) ** 2 for a, b in zip(qs, qt)))
-    return sum(per_sample) / len(per_sample)
+        for a, b in zip(att(fs), att(ft)):
+            total += (a - b) ** 2
+            count += 1
+    return beta / 2 * total / count  # beta/2 times the mean over samples and positions
 
 
 def ref_fakd(s, t, pool_size=None):
     def affinity(fmap):
         vecs = []
         for vec in positions(ref_pool(fmap, pool_size)):
-            norm = max(math.sqrt(sum(v * v for v in vec)), 1e-6)
+            norm = math.sqrt(sum(v * v for v in vec)) + 1e-7
             vecs.append([v / norm for v in vec])
         return [[sum(a * b for a, b in zip(u, v)) for v in vecs] for u in vecs]
 
@@ -116,7 +118,7 @@ def ref_fakd(s, t, pool_size=None):
     return total / count
 
 
-def ref_rkd(s, t, distance_weight=1.0, angle_weight=2.0, pool_size=4):
+def ref_rkd(s, t, distance_weight=25.0, angle_weight=50.0, pool_size=4):
     def embed(fmap):  # any fixed order of the coordinates gives the same distances and angles
         return [v for vec in positions(ref_pool(fmap, pool_size)) for v in vec]
 
@@ -135,12 +137,13 @@ def ref_rkd(s, t, distance_weight=1.0, angle_weight=2.0, pool_size=4):
     d_t = {ij: dist(emb_t[ij[0]], emb_t[ij[1]]) for ij in pairs}
     mean_s = sum(d_s.values()) / len(pairs)  # all pairs are distinct samples here: no zero distance
     mean_t = sum(d_t.values()) / len(pairs)
-    l_dist = sum(smooth_l1(d_s[ij] / mean_s - d_t[ij] / mean_t) for ij in pairs) / len(pairs)
+    # the authors' code averages over all N^2 (N^3) entries; those with a repeated index are 0
+    l_dist = sum(smooth_l1(d_s[ij] / mean_s - d_t[ij] / mean_t) for ij in pairs) / n ** 2
     triplets = [(i, j, k) for i in range(n) for j in range(n) for k in range(n) if len({i, j, k}) == 3]
     l_angle = 0.0
     if triplets:
         l_angle = sum(smooth_l1(cos_at(emb_s[i], emb_s[j], emb_s[k]) - cos_at(emb_t[i], emb_t[j], emb_t[k]))
-                      for i, j, k in triplets) / len(triplets)
+                      for i, j, k in triplets) / n ** 3
     return distance_weight * l_dist + angle_weight * l_angle
 
 
@@ -151,6 +154,92 @@ CASES = [(name, kwargs) for name, options in FEATURE_LOSSES.items() for kwargs i
 def case_id(case):
     name, kwargs = case
     return name + ''.join(f'-{k}={v}' for k, v in kwargs.items())
+
+
+# ---- values computed by hand from each paper's formula on fixed inputs (N=3, C=2, H=W=2) --------
+# Maps are written as [channel][row][column] per sample; positions are read row by row.
+R2 = math.sqrt(2)
+
+
+def test_fitnet_by_hand():
+    """FitNet: mean of (r(v_g) - u_h)^2 over all N*C*H*W = 24 entries.
+
+    Student entries k/4 for k = 0..23 against a teacher of 2s: sum (k/4 - 2)^2 = sum_k (k - 8)^2 / 16
+    = (1^2 + ... + 8^2 + 1^2 + ... + 15^2) / 16 = (204 + 1240) / 16, over 24 entries. L1: (36 + 120) / 4 / 24.
+    """
+    feat_s = torch.arange(24, dtype=torch.float32).view(3, 2, 2, 2) / 4
+    feat_t = torch.full((3, 2, 2, 2), 2.0)
+    assert make_loss('FitNetLoss')(feat_s, feat_t).item() == pytest.approx(LOSS_WEIGHT * 1444 / 16 / 24, rel=1e-5)
+    assert make_loss('FitNetLoss', criterion='l1')(feat_s, feat_t).item() == pytest.approx(
+        LOSS_WEIGHT * 156 / 4 / 24, rel=1e-5)
+
+
+def test_at_by_hand():
+    """AT: beta/2 * mean over samples and positions of (Q_S/|Q_S| - Q_T/|Q_T|)^2, Q = mean_c F^2, beta 1e3.
+
+    For unit vectors a, b: sum_i (a_i - b_i)^2 = 2 - 2 <a, b>.
+    sample 0: Q_S = (1, 1, 1, 1) -> (1/2, 1/2, 1/2, 1/2); Q_T = (2, 2, 0, 0) -> (1/R2, 1/R2, 0, 0);
+              <,> = 1/R2, sum = 2 - R2.
+    sample 1: Q_S = (9, 0, 0, 0) -> (1, 0, 0, 0); Q_T = (2, 0, 0, 0.5) -> (2, 0, 0, 0.5) / sqrt(4.25);
+              <,> = 2 / sqrt(4.25), sum = 2 - 4 / sqrt(4.25).
+    sample 2: Q_S = (0, 0, 0, 1), Q_T = (0.5, 0, 0, 0): orthogonal, sum = 2.
+    Mean over 3 * 4 entries, times 1e3 / 2.
+    """
+    feat_s = torch.tensor([[[[1., 1.], [1., 1.]], [[1., -1.], [-1., 1.]]],
+                           [[[3., 0.], [0., 0.]], [[-3., 0.], [0., 0.]]],
+                           [[[0., 0.], [0., 1.]], [[0., 0.], [0., -1.]]]])
+    feat_t = torch.tensor([[[[2., 0.], [0., 0.]], [[0., 2.], [0., 0.]]],
+                           [[[-2., 0.], [0., 0.]], [[0., 0.], [0., 1.]]],
+                           [[[1., 0.], [0., 0.]], [[0., 0.], [0., 0.]]]])
+    by_hand = 1000 / 2 * ((2 - R2) + (2 - 4 / math.sqrt(4.25)) + 2) / 12
+    assert make_loss('ATLoss')(feat_s, feat_t).item() == pytest.approx(LOSS_WEIGHT * by_hand, rel=1e-5)
+    # the authors' code scale (beta without the 1/2) is beta=2e3 here
+    assert make_loss('ATLoss', beta=2e3)(feat_s, feat_t).item() == pytest.approx(LOSS_WEIGHT * 2 * by_hand, rel=1e-5)
+
+
+def test_fakd_by_hand():
+    """FAKD: mean over N*P*P = 48 entries of |A_S - A_T|, A = cosines between positions' channel vectors.
+
+    sample 0: student vectors at 0, 90, 45, 180 degrees; teacher vectors all at 0 degrees (every
+              cosine 1). Off-diagonal student cosines (pairs 01 02 03 12 13 23): 0, 1/R2, -1, 1/R2, 0,
+              -1/R2, so |A_S - A_T| sums to 2 * (1 + (1 - 1/R2) + 2 + (1 - 1/R2) + 1 + (1 + 1/R2))
+              = 14 - 2/R2 = 14 - R2; the diagonals are 1 on both sides.
+    sample 1: the same directions on both sides with other lengths: 0.
+    sample 2: student (1, 0), (0, 0), (0, 1), (1, 0): the zero vector has affinity 0 with everything,
+              itself included; teacher all at 0 degrees. Off-diagonal |differences|: 1, 1, 0, 1, 1, 1
+              (twice each) = 10, diagonal entry of the zero vector: 1. Sum 11.
+    """
+    feat_s = torch.tensor([[[[1., 0.], [1., -1.]], [[0., 1.], [1., 0.]]],
+                           [[[0., 1.], [-1., 2.]], [[1., 1.], [0., -2.]]],
+                           [[[1., 0.], [0., 1.]], [[0., 0.], [1., 0.]]]])
+    feat_t = torch.tensor([[[[1., 2.], [3., 0.5]], [[0., 0.], [0., 0.]]],
+                           [[[0., 0.5], [-4., 1.]], [[3., 0.5], [0., -1.]]],
+                           [[[1., 1.], [1., 1.]], [[0., 0.], [0., 0.]]]])
+    by_hand = ((14 - R2) + 0 + 11) / 48
+    assert make_loss('FAKDLoss')(feat_s, feat_t).item() == pytest.approx(LOSS_WEIGHT * by_hand, rel=1e-5)
+
+
+def test_rkd_by_hand():
+    """RKD: 25 * sum_{i != j} huber(d_S - d_T) / N^2 + 50 * sum_{i, j, k distinct} huber(cos_S - cos_T) / N^3.
+
+    Embeddings (C*H*W = 8 values, all but one or two zero): student 0, (3, 0), (0, 4): a 3-4-5 right
+    triangle; teacher 0, (6, 0), (0, 6): a right isosceles triangle.
+    Distances over their mean (each pair counted twice): student (3, 4, 5) / 4; teacher
+    (6, 6, 6 R2) / (4 + 2 R2). Huber = x^2 / 2 below 1; each unordered pair twice: sum of x^2.
+    Angles: at sample 0 both are right angles (cosine 0); at 1: 3/5 against 1/R2; at 2: 4/5 against
+    1/R2; each vertex has two ordered (i, k): sum of x^2 over the three vertices.
+    """
+    feat_s = torch.zeros(3, 2, 2, 2)
+    feat_s[1, 0, 0, 0], feat_s[2, 0, 0, 1] = 3.0, 4.0
+    feat_t = torch.zeros(3, 2, 2, 2)
+    feat_t[1, 0, 0, 0], feat_t[2, 0, 0, 1] = 6.0, 6.0
+    mean_t = 4 + 2 * R2
+    l_dist = ((3 / 4 - 6 / mean_t) ** 2 + (4 / 4 - 6 / mean_t) ** 2 + (5 / 4 - 6 * R2 / mean_t) ** 2) / 9
+    l_angle = ((0 - 0) ** 2 + (3 / 5 - 1 / R2) ** 2 + (4 / 5 - 1 / R2) ** 2) / 27
+    assert make_loss('RKDLoss')(feat_s, feat_t).item() == pytest.approx(
+        LOSS_WEIGHT * (25 * l_dist + 50 * l_angle), rel=1e-5)
+    assert make_loss('RKDLoss', angle_weight=0.0)(feat_s, feat_t).item() == pytest.approx(
+        LOSS_WEIGHT * 25 * l_dist, rel=1e-5)
 
 
 # ---- values ----------------------------------------------------------------------------------
@@ -209,7 +298,8 @@ def test_rkd_batch_sizes():
     assert torch.isfinite(value) and torch.isfinite(same.grad).all()
 
 
-@pytest.mark.parametrize('kwargs', [dict(type='ATLoss', p=0), dict(type='FAKDLoss', pool_size=0),
+@pytest.mark.parametrize('kwargs', [dict(type='ATLoss', p=0), dict(type='ATLoss', beta=0),
+                                    dict(type='FAKDLoss', pool_size=0),
                                     dict(type='FAKDLoss', pool_size=2.5),
                                     dict(type='RKDLoss', distance_weight=0.0, angle_weight=0.0),
                                     dict(type='RKDLoss', pool_size=-1), dict(type='FitNetLoss', criterion='l3')],
