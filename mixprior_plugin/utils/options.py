@@ -1,4 +1,4 @@
-"""Option-file helpers: safe YAML loading and teacher-option aliases."""
+"""Option-file helpers: safe YAML loading (duplicate keys refused), teacher-option aliases, user errors."""
 import os
 from collections import OrderedDict
 
@@ -10,11 +10,36 @@ class OptionError(ValueError):
     """An option file is wrong; the message names the offending key or file."""
 
 
+def is_user_error(err):
+    """Whether ``err`` is a mistake in the options or the data, reported as one line without a traceback.
+
+    Args:
+        err (BaseException): The exception a run stopped with.
+    """
+    from mixprior_plugin.utils.image_io import ImageReadError
+    return isinstance(err, (OptionError, ImageReadError, FloatingPointError, FileNotFoundError)) or \
+        getattr(err, 'user_error', False)
+
+
 class _OrderedSafeLoader(yaml.SafeLoader):
     """SafeLoader (no Python object construction) that keeps mapping order like BasicSR's."""
 
 
 def _construct_ordered(loader, node):
+    # YAML keeps the last of two equal keys; an option file with a key twice (two `train:`
+    # sections) is a mistake whose first half would be dropped silently. Merged keys (`<<:`) may
+    # be overridden, so only the mapping's own keys are compared.
+    seen = {}
+    for key_node, _ in node.value:
+        if key_node.tag == 'tag:yaml.org,2002:merge':
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                f'while reading the mapping that starts at line {node.start_mark.line + 1}', node.start_mark,
+                f'duplicate key {key!r} (first at line {seen[key].line + 1}; YAML would keep only the last)',
+                key_node.start_mark)
+        seen[key] = key_node.start_mark
     loader.flatten_mapping(node)
     return OrderedDict(loader.construct_pairs(node))
 
