@@ -45,10 +45,42 @@ def cuda_available():
 
 
 _RESUME_POSITION = {}
+# (folder, where BasicSR archived the previous one) for each mkdir_and_rename of this process
+ARCHIVED = []
+# BasicSR's functions as they were before apply() (for tests comparing plain BasicSR with the plugin)
+ORIGINALS = {}
+
+
+def _training_state_problem(path, opt, device):
+    """(state, None) when ``path`` and the network files of its iteration load, else (None, why)."""
+    import re
+
+    from mixprior_plugin.utils.checkpoint import load_checkpoint
+    try:
+        state = load_checkpoint(path, map_location=device)
+    except Exception as err:  # noqa: BLE001  (any unreadable state is skipped, with the reason)
+        return None, str(err).split('. The file')[0]
+    if not isinstance(state, dict) or not isinstance(state.get('iter'), int):
+        return None, 'not a BasicSR training state'
+    models = opt['path'].get('models') or osp.join(osp.dirname(osp.dirname(path)), 'models')
+    labels = set()
+    if osp.isdir(models):
+        labels = {m.group(1) for m in (re.match(r'(net_\w+?)_\d+\.pth$', f) for f in os.listdir(models)) if m}
+    for label in sorted(labels):
+        weights = osp.join(models, f'{label}_{state["iter"]}.pth')
+        try:
+            torch.load(weights, map_location='cpu', weights_only=True, mmap=True)
+        except Exception as err:  # noqa: BLE001
+            return None, f'its {osp.basename(weights)} cannot be loaded ({err.__class__.__name__})'
+    return state, None
 
 
 def load_resume_state(opt):
     """Find and load the training state to resume from, on CPU when there is no GPU.
+
+    With ``--auto_resume`` the newest training state whose file and network files load is used;
+    newer ones that do not load (a copy cut short, a disk that filled up) are skipped, each named
+    with the reason. An explicit ``path.resume_state`` is loaded as given.
 
     Args:
         opt (dict): Parsed options (``auto_resume``, ``path.resume_state``,
@@ -61,27 +93,32 @@ def load_resume_state(opt):
 
     from mixprior_plugin.utils.checkpoint import load_checkpoint
 
-    resume_state_path = None
+    device = torch.device('cuda', torch.cuda.current_device()) if cuda_available() else torch.device('cpu')
+    resume_state = None
     if opt['auto_resume']:
         state_dir = opt['path'].get('training_states') or osp.join('experiments', opt['name'], 'training_states')
         if osp.isdir(state_dir):
-            iters = [int(osp.splitext(v)[0]) for v in scandir(state_dir, suffix='.state', recursive=False)
-                     if osp.splitext(v)[0].isdigit()]
-            if iters:
-                resume_state_path = osp.join(state_dir, f'{max(iters)}.state')
-                opt['path']['resume_state'] = resume_state_path
+            iters = sorted((int(osp.splitext(v)[0]) for v in scandir(state_dir, suffix='.state', recursive=False)
+                            if osp.splitext(v)[0].isdigit()), reverse=True)
+            for it in iters:
+                path = osp.join(state_dir, f'{it}.state')
+                resume_state, problem = _training_state_problem(path, opt, device)
+                if resume_state is not None:
+                    opt['path']['resume_state'] = path
+                    break
+                print(f'Auto-resume: skipping {path}: {problem}', file=sys.stderr, flush=True)
+            if iters and resume_state is None:
+                print(f'Auto-resume: no loadable training state in {state_dir}: starting afresh.', file=sys.stderr,
+                      flush=True)
     elif opt['path'].get('resume_state'):
-        resume_state_path = opt['path']['resume_state']
+        resume_state = load_checkpoint(opt['path']['resume_state'], map_location=device)
 
-    if resume_state_path is None:
+    if resume_state is None:
         return None
-    if cuda_available():
-        device = torch.device('cuda', torch.cuda.current_device())
-    else:
-        device = torch.device('cpu')
-    resume_state = load_checkpoint(resume_state_path, map_location=device)
     check_resume(opt, resume_state['iter'])
-    _RESUME_POSITION.update(iter=resume_state['iter'], epoch=resume_state['epoch'])
+    _RESUME_POSITION.clear()
+    _RESUME_POSITION.update(iter=resume_state['iter'], epoch=resume_state['epoch'],
+                            record=resume_state.get('exact_resume'))
     return resume_state
 
 
@@ -101,16 +138,29 @@ class ResumableSampler:
 def wrap_create_train_val_dataloader(original):
 
     def create_train_val_dataloader(opt, logger):
+        from mixprior_plugin.utils.checkpoint import EXACT_RESUME
         result = original(opt, logger)
         train_loader, train_sampler = result[0], result[1]
-        if _RESUME_POSITION and train_loader is not None:
-            per_epoch = len(train_loader)
-            done = _RESUME_POSITION['iter'] - _RESUME_POSITION['epoch'] * per_epoch
-            if 0 < done <= per_epoch and isinstance(train_sampler, ResumableSampler):
-                train_sampler.skip_epoch = _RESUME_POSITION['epoch']
-                train_sampler.skip_samples = done * train_loader.batch_size
-                logger.info(f'Resume: skipping the {done} batches of epoch {_RESUME_POSITION["epoch"]} '
-                            'already trained on.')
+        if train_loader is None:
+            return result
+        shape = dict(per_epoch=len(train_loader), batch_size=train_loader.batch_size,
+                     world_size=opt.get('world_size', 1), num_samples=len(train_loader.dataset))
+        EXACT_RESUME['loader'] = shape
+        if not (_RESUME_POSITION and EXACT_RESUME['enabled']):
+            return result
+        record = _RESUME_POSITION.get('record')
+        if record != shape:
+            # a state written by plain BasicSR (or for another loader): BasicSR's own semantics
+            logger.info('Resume: the training state has no record of this train loader '
+                        f'({"written by plain BasicSR" if record is None else record}): the interrupted epoch '
+                        'restarts from its first batch, as in BasicSR.')
+            return result
+        done = _RESUME_POSITION['iter'] - _RESUME_POSITION['epoch'] * shape['per_epoch']
+        if 0 < done <= shape['per_epoch'] and isinstance(train_sampler, ResumableSampler):
+            train_sampler.skip_epoch = _RESUME_POSITION['epoch']
+            train_sampler.skip_samples = done * train_loader.batch_size
+            logger.info(f'Resume: skipping the {done} batches of epoch {_RESUME_POSITION["epoch"]} '
+                        'already trained on.')
         return result
 
     return create_train_val_dataloader
@@ -119,13 +169,72 @@ def wrap_create_train_val_dataloader(original):
 def wrap_build_dataloader(original):
 
     def build_dataloader(dataset, dataset_opt, num_gpu=1, dist=False, sampler=None, seed=None):
+        from mixprior_plugin.utils.checkpoint import EXACT_RESUME
         loader = original(dataset, dataset_opt, num_gpu=num_gpu, dist=dist, sampler=sampler, seed=seed)
-        # DataLoader draws a base seed per epoch; from the global torch RNG that would shift the
-        # model's random draws (masks, routes) between an interrupted and a resumed run.
-        loader.generator = torch.Generator().manual_seed(seed or 0)
+        if EXACT_RESUME['enabled']:
+            # DataLoader draws a base seed per epoch; from the global torch RNG that would shift the
+            # model's random draws (masks, routes) between an interrupted and a resumed run.
+            loader.generator = torch.Generator().manual_seed(seed or 0)
         return loader
 
     return build_dataloader
+
+
+def wrap_mkdir_and_rename(original):
+    """Record BasicSR's archiving of an existing experiment folder, so a failed start can undo it."""
+
+    def mkdir_and_rename(path):
+        before = set(os.listdir(osp.dirname(path) or '.')) if osp.exists(path) else None
+        original(path)
+        if before is not None:
+            archived = sorted(set(os.listdir(osp.dirname(path) or '.')) - before)
+            if archived:
+                ARCHIVED.append((path, osp.join(osp.dirname(path), archived[-1])))
+
+    return mkdir_and_rename
+
+
+def undo_archiving():
+    """Put back folders BasicSR archived in this run when the new ones hold no checkpoint.
+
+    Returns:
+        list[str]: The folders restored.
+    """
+    import shutil
+    restored = []
+    while ARCHIVED:
+        path, archived = ARCHIVED.pop()
+        saved = [f for sub in ('models', 'training_states') if osp.isdir(osp.join(path, sub))
+                 for f in os.listdir(osp.join(path, sub))]
+        if saved or not osp.isdir(archived):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        os.rename(archived, path)
+        restored.append(path)
+    return restored
+
+
+def report_errors(prog, run):
+    """Run ``run()``; a mistake in the options or data ends the process with one readable line.
+
+    The traceback is printed only with ``--debug`` or for an unexpected error. Folders BasicSR
+    archived before the error are put back when the run saved nothing.
+
+    Args:
+        prog (str): Program name for the message (e.g. 'mixprior-train').
+        run (callable): The pipeline.
+    """
+    from mixprior_plugin.utils.options import is_user_error
+    ARCHIVED.clear()
+    try:
+        return run()
+    except Exception as err:
+        for path in undo_archiving():
+            print(f'{prog}: nothing was saved: restored {path} as it was before this run.', file=sys.stderr)
+        if '--debug' in sys.argv or not is_user_error(err):
+            raise
+        print(f'{prog}: error: {err.__class__.__name__}: {err}', file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def init_dist(launcher, backend='nccl', **kwargs):
@@ -180,6 +289,40 @@ def _strip_local_rank_arg(argv):
     return out
 
 
+def exact_resume_requested(opt):
+    """Exact resume (fix 7) is on for the plugin's models, off for BasicSR's, unless ``exact_resume`` says."""
+    from mixprior_plugin.utils.options import OptionError
+    from mixprior_plugin.utils.validation import registry_lookup
+    from basicsr.utils.registry import MODEL_REGISTRY
+    value = opt.get('exact_resume')
+    if value is not None:
+        if not isinstance(value, bool):
+            raise OptionError(f'Option exact_resume must be true or false, got {value!r}')
+        return value
+    model_cls = registry_lookup(MODEL_REGISTRY, opt.get('model_type'))
+    return getattr(model_cls, '__module__', '').startswith('mixprior_plugin.')
+
+
+def normalise_test_options(opt):
+    """Test-time defaults where BasicSR would fail or disagree with export and evaluation.
+
+    * ``val.suffix`` missing with ``save_img`` on: BasicSR raises KeyError; it defaults to None.
+    * A KD student is evaluated with ``params_ema`` (falling back to ``params``), the key
+      export_student.py and evaluate.py use; ``path.param_key_g`` overrides it.
+    """
+    from mixprior_plugin.utils.validation import _is_kd_model, registry_lookup
+    from basicsr.utils.registry import MODEL_REGISTRY
+    if opt.get('is_train'):
+        return opt
+    val = opt.get('val')
+    if isinstance(val, dict) and val.get('save_img') and 'suffix' not in val:
+        val['suffix'] = None
+    path = opt.get('path')
+    if isinstance(path, dict) and _is_kd_model(registry_lookup(MODEL_REGISTRY, opt.get('model_type'))):
+        path.setdefault('param_key_g', 'params_ema')
+    return opt
+
+
 def normalise_device_options(opt):
     """Fall back to CPU (num_gpu 0) when the options ask for GPUs that this machine lacks."""
     if opt.get('num_gpu', 0) not in (0, None) and not cuda_available():
@@ -191,13 +334,17 @@ def normalise_device_options(opt):
 def wrap_parse_options(original):
 
     def parse_options(root_path, is_train=True):
+        from mixprior_plugin.utils import validation
+        from mixprior_plugin.utils.checkpoint import EXACT_RESUME
         from mixprior_plugin.utils.options import normalise_teacher_aliases
-        from mixprior_plugin.utils.validation import validate_options
         sys.argv = _strip_local_rank_arg(sys.argv)
         opt, args = original(root_path, is_train=is_train)
         normalise_device_options(opt)
         normalise_teacher_aliases(opt)
-        validate_options(opt)
+        normalise_test_options(opt)
+        validation.validate_options(opt)
+        EXACT_RESUME.update(enabled=exact_resume_requested(opt), loader=None)
+        validation.validate_files(opt)
         return opt, args
 
     parse_options._mixprior_wrapped = True
@@ -219,7 +366,13 @@ def apply():
     train_mod, test_mod = sys.modules['basicsr.train'], sys.modules['basicsr.test']
     options_mod = sys.modules['basicsr.utils.options']
 
+    misc_mod = sys.modules['basicsr.utils.misc']
+    ORIGINALS.update(yaml_load=options_mod.yaml_load, init_dist=options_mod.init_dist,
+                     parse_options=options_mod.parse_options)
     train_mod.load_resume_state = load_resume_state
+    for module in (train_mod, test_mod, misc_mod):
+        if hasattr(module, 'mkdir_and_rename'):
+            module.mkdir_and_rename = wrap_mkdir_and_rename(module.mkdir_and_rename)
     options_mod.init_dist = init_dist
     options_mod.yaml_load = yaml_load
     train_mod.parse_options = wrap_parse_options(train_mod.parse_options)

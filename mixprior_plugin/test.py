@@ -19,7 +19,7 @@ def main(argv=None):
     from mixprior_plugin import basicsr_fixes
     basicsr_fixes.apply()
     from basicsr.test import test_pipeline
-    test_pipeline(os.getcwd())
+    basicsr_fixes.report_errors('mixprior-test', lambda: test_pipeline(os.getcwd()))
 
 
 if __name__ == '__main__':

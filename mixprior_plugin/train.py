@@ -6,7 +6,8 @@ Usage::
     python -m mixprior_plugin.train -opt xxx.yml
 
 Any BasicSR option file runs unchanged. Outputs go under the current directory following
-BasicSR's conventions: experiments/<name>/, tb_logger/<name>/.
+BasicSR's conventions: experiments/<name>/, tb_logger/<name>/. A mistake in the options or data
+stops the run with one line naming the key or file (exit status 1; the traceback with --debug).
 """
 import os
 
@@ -19,7 +20,7 @@ def main(argv=None):
     from mixprior_plugin import basicsr_fixes
     basicsr_fixes.apply()
     from basicsr.train import train_pipeline
-    train_pipeline(os.getcwd())
+    basicsr_fixes.report_errors('mixprior-train', lambda: train_pipeline(os.getcwd()))
 
 
 if __name__ == '__main__':

@@ -198,34 +198,90 @@ def _empty_folder(opt, root):
     return 'empty_hr'
 
 
+def _val_lr_of_another_scale(opt, root):
+    """The validation LR folder holds x4 images while scale is 2 (BasicSR would crop HR silently)."""
+    from helpers import make_paired_folder
+    _, lr4 = make_paired_folder(os.path.join(root, 'x4data'), 4, num=4, size=96, seed=2)
+    opt['datasets']['val']['dataroot_lq'] = lr4
+    return 'LR_x4'
+
+
+def _stray_file(opt, root):
+    open(os.path.join(opt['datasets']['train']['dataroot_gt'], 'Thumbs.db'), 'wb').write(b'\0' * 64)
+    return 'Thumbs.db'
+
+
+def _duplicate_train_section(opt, root):
+    import yaml
+    text = yaml.safe_dump(opt, sort_keys=False)
+    return text + 'train:\n  total_iter: 4\n'
+
+
+def _kd_model_with_mixer(opt, root):
+    opt['model_type'] = 'KDModel'
+    opt['mixer'] = dict(mask=dict(ratio=0.3))
+
+
+def _rename_section(old, new):
+    def rename(opt, root):
+        opt[new] = opt.pop(old, None) or dict(num_stages=2)
+    return rename
+
+
 BAD_INPUTS = {
     # case: (how to break the options/data, text the error must contain)
     'malformed_yaml': (_break_malformed_yaml, ['Malformed YAML', 'bad.yml', 'line 3']),
+    'duplicate_top_level_train': (_duplicate_train_section, ['bad.yml', "duplicate key 'train'"]),
     'unknown_plugin_key': (lambda o, r: o.setdefault('mixer', {}).update(maks=dict(ratio=0.5)), ['mixer.maks']),
     'unknown_train_key': (lambda o, r: o['train'].update(fmp_opt=dict(type='L1Loss')), ['train.fmp_opt']),
+    'misspelt_section_distil': (_rename_section('distill', 'distil'), ["'distil'", "did you mean 'distill'"]),
+    'misspelt_section_mixers': (lambda o, r: o.update(mixers=dict(mask=dict(ratio=0.3))),
+                                ["'mixers'", "did you mean 'mixer'"]),
+    'kd_model_with_mixer_section': (_kd_model_with_mixer, ["section 'mixer'", 'MiPKDModel']),
     'wrong_type_batch': (lambda o, r: o['datasets']['train'].update(batch_size_per_gpu='2'),
                          ['datasets.train.batch_size_per_gpu', 'positive integer']),
     'wrong_type_ratio': (lambda o, r: o.setdefault('mixer', {}).update(mask=dict(ratio='half')), ['mixer.mask.ratio']),
     'wrong_type_total_iter': (lambda o, r: o['train'].update(total_iter='many'), ['train.total_iter']),
+    'negative_loss_weight': (lambda o, r: o['train'].update(kd_opt=dict(type='L1Loss', loss_weight=-1.0)),
+                             ['train.kd_opt.loss_weight', '>= 0']),
+    'loss_reduction_none': (lambda o, r: o['train'].update(fpm_opt=dict(type='L1Loss', reduction='none')),
+                            ["train.fpm_opt.reduction='none'"]),
+    'perceptual_opt_in_kd_model': (lambda o, r: o['train'].update(perceptual_opt=dict(type='L1Loss')),
+                                   ['train.perceptual_opt', 'not used by MiPKDModel']),
+    'latent_channels_negative': (lambda o, r: o.setdefault('mixer', {}).update(latent_channels=-8),
+                                 ['mixer.latent_channels', 'positive integer']),
+    'latent_channels_zero': (lambda o, r: o.setdefault('mixer', {}).update(latent_channels=0),
+                             ['mixer.latent_channels', 'positive integer']),
+    'grid_size_zero': (lambda o, r: o.setdefault('mixer', {}).update(mask=dict(type='grid', grid_size=0)),
+                       ['mixer.mask.grid_size', 'positive integer']),
+    'misspelt_teacher_param_key_value': (lambda o, r: o['path'].update(teacher_param_key='param_ema'),
+                                         ["teacher_param_key='param_ema'", 'params_ema']),
+    'misspelt_teacher_param_key_name': (lambda o, r: o['path'].update(teacher_params_key='params'),
+                                        ['path.teacher_params_key', 'did you mean path.teacher_param_key']),
     'missing_data_folder': (lambda o, r: o['datasets']['train'].update(dataroot_lq='/no/such/lr'),
                             ['datasets.train.dataroot_lq', '/no/such/lr']),
     'missing_teacher_file': (lambda o, r: o['path'].update(pretrain_network_t='/no/teacher.pth'),
                              ['path.pretrain_network_t', '/no/teacher.pth']),
     'unregistered_arch': (lambda o, r: o['network_g'].update(type='EDSRR'), ['network_g.type', 'EDSRR']),
+    'unregistered_model': (lambda o, r: o.update(model_type='MIPKDModel'), ['model_type', 'did you mean MiPKDModel']),
     'corrupt_image': (_corrupt_one_hr, ['Cannot decode']),
     'lr_hr_size_mismatch': (_shrink_one_lr, ['LR/HR size mismatch']),
+    'val_lr_of_another_scale': (_val_lr_of_another_scale, ['LR/HR size mismatch at scale 2 in datasets.val']),
+    'stray_non_image_file': (_stray_file, ['datasets.train.dataroot_gt', 'not images']),
+    'gt_size_larger_than_images': (lambda o, r: o['datasets']['train'].update(gt_size=128),
+                                   ['datasets.train.gt_size=128', 'Lower gt_size']),
     'scale_mismatch': (lambda o, r: o.update(scale=4), ['network_g.upscale', 'scale=4']),
     'empty_dataset_folder': (_empty_folder, ['datasets.train.dataroot_gt', 'no image files']),
     'nan_loss': (lambda o, r: o['train']['optim_g'].update(lr=1e30), ['Non-finite loss', 'last saved checkpoint']),
 }
 
 
-DURING_TRAINING = ('corrupt_image', 'lr_hr_size_mismatch', 'nan_loss')  # found only once data flows
+DURING_TRAINING = ('nan_loss', )  # found only once data flows
 
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize('case', sorted(BAD_INPUTS))
-def test_bad_input_gives_clear_error(case, tmp_path, tiny_data, monkeypatch):
+def test_bad_input_gives_clear_error(case, tmp_path, tiny_data, monkeypatch, capsys):
     import shutil
     import yaml
     data = tmp_path / 'data'
@@ -238,26 +294,34 @@ def test_bad_input_gives_clear_error(case, tmp_path, tiny_data, monkeypatch):
     breaker, expected = BAD_INPUTS[case]
     detail = breaker(opt, str(tmp_path))
     bad_file = str(tmp_path / 'bad.yml')
-    if case == 'malformed_yaml':
+    if isinstance(detail, str) and detail.endswith('\n'):  # the breaker wrote the YAML text itself
         open(bad_file, 'w').write(detail)
+        detail = None
     else:
         write_yaml(bad_file, opt)
     if case in DURING_TRAINING:
         proc = run_cli([os.path.join(TESTS, 'train_runner.py'), '-opt', bad_file], cwd=str(tmp_path),
                        env=dict(PYTHONPATH=REPO), check=False)
-        assert proc.returncode != 0, f'{case}: training did not stop'
+        assert proc.returncode == 1, f'{case}: training did not stop with status 1 ({proc.returncode})'
         error = proc.stderr
-        message = error.strip().splitlines()[-1] if error.strip() else ''
     else:  # rejected while the options are read: in-process through the same entry point (faster)
         from mixprior_plugin.train import main as train_main
         monkeypatch.chdir(tmp_path)
-        with pytest.raises(Exception) as info:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
             train_main(['-opt', bad_file])
-        error = message = f'{type(info.value).__name__}: {info.value}'
+        assert info.value.code == 1
+        error = capsys.readouterr().err
         assert not (tmp_path / 'experiments' / 'bad').exists(), 'nothing may be created before the error'
-    for text in expected + ([detail] if case in ('corrupt_image', 'lr_hr_size_mismatch') else []):
-        assert text in error, f'{case}: {text!r} not in the error:\n{error[-2500:]}'
-    assert 'Error' in message, message
+    # one readable line, no traceback
+    assert 'Traceback' not in error, error[-3000:]
+    lines = [line for line in error.splitlines() if line.startswith('mixprior-train: error: ')]
+    assert len(lines) == 1, error[-3000:]
+    message = lines[0]
+    for text in expected + ([detail] if case in ('corrupt_image', 'lr_hr_size_mismatch', 'stray_non_image_file',
+                                                 'val_lr_of_another_scale') else []):
+        assert text in message, f'{case}: {text!r} not in the error line:\n{error[-2500:]}'
+    print(f'{case}: {message}')
     states = glob.glob(str(tmp_path / 'experiments' / 'bad' / 'training_states' / '*.state'))
     for state in states:  # losing nothing: whatever was saved before the failure loads and is finite
         load_checkpoint(state)

@@ -1,4 +1,4 @@
-"""Checkpoint I/O: atomic writes and weights-only loads.
+"""Checkpoint I/O: atomic writes, weights-only loads, per-rank training states.
 
 A checkpoint is written to a temporary file in the same folder, flushed to disk and renamed over
 the target, so a process killed mid-write leaves the previous file intact (rename is atomic on
@@ -37,6 +37,37 @@ def atomic_save(obj, path):
         raise
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be loaded (missing, truncated, foreign); the message names it."""
+
+    user_error = True
+
+
+def _mismatch_error_class():
+    from mixprior_plugin.utils.options import OptionError
+
+    class CheckpointMismatchError(OptionError, RuntimeError):
+        """Weights that do not fit the network built from the options.
+
+        An OptionError for the plugin's reporting and a RuntimeError like the one BasicSR's
+        ``load_state_dict`` raises, so code written for plain BasicSR still catches it.
+        """
+
+    class ResumeMismatchError(OptionError, AssertionError):
+        """A training state whose optimizer/scheduler counts differ from the options (BasicSR asserts)."""
+
+    return CheckpointMismatchError, ResumeMismatchError
+
+
+CheckpointMismatchError, ResumeMismatchError = _mismatch_error_class()
+
+# Exact resume (see basicsr_fixes, fix 7): on for the plugin's models unless `exact_resume: false`,
+# off for BasicSR's own unless `exact_resume: true`, so plain runs keep BasicSR's random stream.
+# `loader` is what the training state records about the train loader, so that a resumed run skips
+# only batches of a loader that still has the same shape.
+EXACT_RESUME = {'enabled': False, 'loader': None}
+
+
 def load_checkpoint(path, map_location='cpu'):
     """Load a .pth / .state file with weights_only=True and a clear error when it is unusable.
 
@@ -52,8 +83,8 @@ def load_checkpoint(path, map_location='cpu'):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated / foreign files
-        raise RuntimeError(f'Cannot load checkpoint {path}: {err.__class__.__name__}: {err}. '
-                           'The file is corrupt, truncated or not a PyTorch weights file.') from err
+        raise CheckpointError(f'Cannot load checkpoint {path}: {err.__class__.__name__}: {err}. '
+                              'The file is corrupt, truncated or not a PyTorch weights file.') from err
 
 
 def extract_state_dict(ckpt, param_key, path='<checkpoint>'):
@@ -93,15 +124,15 @@ def load_state_checked(net, state, source, target=None, strict=True):
         state (dict): State dict (e.g. from :func:`extract_state_dict`).
         source (str): Where the weights come from, for the message (a path, an option key).
         target (str | None): What ``net`` is, for the message (default: its class name).
-        strict (bool): A mismatch raises OptionError listing missing / unexpected / mismatched keys;
+        strict (bool): A mismatch raises CheckpointMismatchError (an OptionError and a RuntimeError)
+            listing missing / unexpected / mismatched keys;
             with False the matching keys are loaded and the list is logged as a warning.
     """
-    from mixprior_plugin.utils.options import OptionError
     mismatch = describe_state_dict_mismatch(net, state)
     if mismatch:
         msg = f'{source} does not fit {target or net.__class__.__name__}:\n{mismatch}'
         if strict:
-            raise OptionError(msg)
+            raise CheckpointMismatchError(msg)
         from basicsr.utils import get_root_logger
         get_root_logger().warning(msg + '\nLoading the matching keys only (non-strict load).')
         own = net.state_dict()
@@ -183,6 +214,28 @@ def _master_only(func):
     return master_only(func)
 
 
+def save_with_retries(obj, path, retries=3):
+    """:func:`atomic_save` with BasicSR's policy on failure: retry (1 s apart), then warn and go on.
+
+    BasicSR retries a failed save three times and then carries on training with a warning (a
+    full disk or a network file system hiccup must not end a long run); the previous checkpoint
+    stays intact because the write is atomic.
+    """
+    import time
+
+    from basicsr.utils import get_root_logger
+    for attempt in range(retries):
+        try:
+            atomic_save(obj, path)
+            return True
+        except Exception as err:  # noqa: BLE001  (BasicSR catches every save error)
+            get_root_logger().warning(f'Save model error: {err}, remaining retry times: {retries - attempt - 1}')
+            if attempt + 1 < retries:
+                time.sleep(1)
+    get_root_logger().warning(f'Still cannot save {path}. Just ignore it.')
+    return False
+
+
 @_master_only
 def save_network(self, net, net_label, current_iter, param_key='params'):
     """BasicSR's ``BaseModel.save_network``, written atomically (temporary file + rename)."""
@@ -195,41 +248,76 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
         state = self.get_bare_model(net_).state_dict()
         save_dict[key] = collections.OrderedDict(
             ((k[7:] if k.startswith('module.') else k), v.detach().cpu()) for k, v in state.items())
-    atomic_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+    save_with_retries(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
 
 
-@_master_only
+def _gather_per_rank(obj):
+    """``[obj of rank 0, obj of rank 1, ...]`` (a collective under torch.distributed, else ``[obj]``)."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def save_training_state(self, epoch, current_iter):
-    """BasicSR's training state (optimizers, schedulers) plus RNG states, written atomically.
+    """BasicSR's training state (optimizers, schedulers) plus every rank's RNG states, written atomically.
 
-    A model may add entries through ``training_state_extras()`` (e.g. its own RNGs).
+    Called on every rank (BasicSR's ``save`` is): the ranks' RNG states and model extras
+    (``training_state_extras()``, e.g. MiPKD's route generator) are gathered, and rank 0 writes
+    them as ``rng_per_rank`` / ``extras_per_rank`` (``rng`` / ``extras`` hold rank 0's, as
+    before). With exact resume on, the train loader's shape is recorded too.
     """
     if current_iter == -1:
         return
-    state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
-             'schedulers': [s.state_dict() for s in self.schedulers], 'rng': rng_state()}
     extras = getattr(self, 'training_state_extras', None)
+    mine = dict(rng=rng_state(), extras=extras() if extras is not None else None)
+    per_rank = _gather_per_rank(mine)
+    if self.opt.get('rank', 0) != 0:
+        return
+    state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+             'schedulers': [s.state_dict() for s in self.schedulers], 'rng': per_rank[0]['rng'],
+             'rng_per_rank': [r['rng'] for r in per_rank]}
     if extras is not None:
-        state['extras'] = extras()
-    atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+        state['extras'] = per_rank[0]['extras']
+        state['extras_per_rank'] = [r['extras'] for r in per_rank]
+    if EXACT_RESUME['enabled'] and EXACT_RESUME['loader'] is not None:
+        state['exact_resume'] = dict(EXACT_RESUME['loader'])
+    save_with_retries(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+
+def _own_rank_entry(resume_state, key, rank, world_size, what):
+    """This rank's entry of ``<key>_per_rank`` (falls back to rank 0's ``<key>`` with a warning)."""
+    from basicsr.utils import get_root_logger
+    per_rank = resume_state.get(f'{key}_per_rank')
+    if per_rank is not None and len(per_rank) == world_size:
+        return per_rank[rank]
+    if per_rank is not None or (world_size > 1 and resume_state.get(key) is not None):
+        get_root_logger().warning(f'The training state holds the {what} of {len(per_rank or [None])} rank(s), '
+                                  f'this run has {world_size}: every rank restores rank 0\'s.')
+    return resume_state.get(key)
 
 
 def resume_training(self, resume_state):
-    """BasicSR's ``resume_training`` with clear count errors, then the RNG states."""
-    from mixprior_plugin.utils.options import OptionError
+    """BasicSR's ``resume_training`` with clear count errors, then this rank's RNG states and extras."""
     for what, have in (('optimizers', self.optimizers), ('schedulers', self.schedulers)):
         if len(resume_state[what]) != len(have):
-            raise OptionError(f'The training state has {len(resume_state[what])} {what} but the options build '
-                              f'{len(have)}: resume with the options of that run')
+            raise ResumeMismatchError(f'The training state has {len(resume_state[what])} {what} but the options '
+                                      f'build {len(have)}: resume with the options of that run')
     for optimizer, state in zip(self.optimizers, resume_state['optimizers']):
         optimizer.load_state_dict(state)
     for scheduler, state in zip(self.schedulers, resume_state['schedulers']):
         scheduler.load_state_dict(state)
-    if 'rng' in resume_state:
-        set_rng_state(resume_state['rng'])
+    rank, world_size = self.opt.get('rank', 0), self.opt.get('world_size', 1)
+    rng = _own_rank_entry(resume_state, 'rng', rank, world_size, 'RNG states')
+    if EXACT_RESUME['enabled'] and rng is not None:
+        set_rng_state(rng)
     restore = getattr(self, 'restore_training_state_extras', None)
-    if restore is not None and 'extras' in resume_state:
-        restore(resume_state['extras'])
+    extras = _own_rank_entry(resume_state, 'extras', rank, world_size, 'model extras') \
+        if 'extras' in resume_state else None
+    if restore is not None and extras is not None:
+        restore(extras)
 
 
 def load_network(self, net, load_path, strict=True, param_key='params'):

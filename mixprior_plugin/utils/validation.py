@@ -339,16 +339,17 @@ def _check_pair_sizes(pairs, ds, prefix, scale):
         else:  # validation crops HR down to LR x scale: only the remainder may differ
             ok = (gt_hw[0] // scale, gt_hw[1] // scale) == lq_hw
         if not ok:
-            bad_scale.append(f'{gt_path} {gt_hw} / {lq_path} {lq_hw}')
+            bad_scale.append(f'{os.path.basename(gt_path)} {gt_hw} / {os.path.basename(lq_path)} {lq_hw}')
         elif _positive_int(gt_size) and min(gt_hw) < gt_size:
-            too_small.append(f'{gt_path} {gt_hw}')
+            too_small.append(f'{os.path.basename(gt_path)} {gt_hw}')
+    folders = f'(HR {ds.get("dataroot_gt")}, LR {ds.get("dataroot_lq")})'
     if bad_scale:
         rule = 'HR must be LR x scale' if train else 'HR // scale must equal LR'
-        raise OptionError(f'LR/HR size mismatch at scale {scale} in {prefix[:-1]} '
-                          f'({rule}; an LR folder of another scale?): {_listing(bad_scale)}')
+        raise OptionError(f'LR/HR size mismatch at scale {scale} in {prefix[:-1]} {folders}; {rule} (an LR '
+                          f'folder of another scale?): HR / LR {_listing(bad_scale)}')
     if too_small:
-        raise OptionError(f'Option {prefix}gt_size={gt_size} is larger than {len(too_small)} HR image(s): '
-                          f'{_listing(too_small)}. Lower gt_size or remove those images')
+        raise OptionError(f'Option {prefix}gt_size={gt_size} is larger than {len(too_small)} HR image(s) in '
+                          f'{ds.get("dataroot_gt")}: {_listing(too_small)}. Lower gt_size or remove those images')
 
 
 def _check_paired(ds, prefix, scale):
