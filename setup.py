@@ -17,11 +17,16 @@ setup(
         'torch>=2.0', 'torchvision', 'mmengine', 'opencv-python', 'lmdb', 'tensorboard', 'numpy',
         'scipy', 'pyyaml', 'tqdm', 'requests',
     ],
-    extras_require={'demo': ['scikit-image', 'matplotlib'], 'test': ['pytest']},
+    # export: safetensors / ONNX export and onnxruntime parity (versions tested: requirements-extras.txt);
+    # spandrel is only needed by the tests that check chaiNNer/ComfyUI loading.
+    extras_require={'demo': ['scikit-image', 'matplotlib'],
+                    'export': ['onnx', 'onnxscript', 'onnxruntime', 'safetensors'],
+                    'test': ['pytest', 'onnx', 'onnxscript', 'onnxruntime', 'safetensors', 'spandrel']},
     entry_points={
         'console_scripts': [
             'mixprior-train=mixprior_plugin.train:main',
             'mixprior-test=mixprior_plugin.test:main',
+            'mixprior-export=mixprior_plugin.export:main',
         ],
     },
 )

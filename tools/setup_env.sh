@@ -55,6 +55,30 @@ if [ ! -f "$deps/.complete" ]; then
   done
 fi
 
+# Layer 1b: the optional extras (export: onnx, onnxruntime, safetensors, spandrel) go into the
+# same dependency environment, stamped with the hash of requirements-extras.txt. They are not part
+# of the base key, so changing them never rebuilds or deletes the base; requirements.txt is the
+# constraints file, so pip cannot replace torch, torchvision or numpy.
+extras="$repo/requirements-extras.txt"
+if [ -f "$extras" ]; then
+  extras_key=$(sha256sum "$extras" | cut -c1-12)
+  extras_stamp="$deps/.extras-stamp"
+  if [ "$(cat "$extras_stamp" 2>/dev/null)" != "$extras_key" ]; then
+    exec 8>"$cache/.lock-$key-extras"
+    flock 8
+    if [ "$(cat "$extras_stamp" 2>/dev/null)" != "$extras_key" ]; then
+      log "installing optional extras from requirements-extras.txt into $deps"
+      if ! out=$("$deps/bin/python" -m pip install -q -r "$extras" -c "$repo/requirements.txt" 2>&1) ||
+         ! "$deps/bin/python" -c "import onnx, onnxruntime, onnxscript, safetensors, spandrel" >/dev/null 2>&1; then
+        echo "$out" | grep -v "^WARNING: Location" >&2 || true
+        log "installing requirements-extras.txt failed (the base environment is unchanged)"; exit 1
+      fi
+      echo "$extras_key" > "$extras_stamp"
+    fi
+    flock -u 8
+  fi
+fi
+
 site=$(ls -d "$deps"/lib/python*/site-packages)
 venv="$repo/.venv"
 if [ ! -f "$venv/.deps-key" ] || [ "$(cat "$venv/.deps-key")" != "$key" ]; then
