@@ -60,11 +60,23 @@ class Method:
 
 
 def build_method(label, ckpt, arch, scale, device, param_key='params_ema'):
-    """Build ``arch``, load ``ckpt`` strictly (``param_key``, falling back to 'params'), eval mode."""
+    """Build ``arch``, load ``ckpt`` strictly (``param_key``, falling back to 'params'), eval mode.
+
+    A ``.safetensors`` file from mixprior-export brings its own arch (``arch`` may be None; when
+    given, its type must match); an ``.onnx`` file runs in onnxruntime on CPU (``arch`` unused).
+    """
     from basicsr.archs import build_network
 
     import mixprior_plugin  # noqa: F401  (registers the plugin's archs)
+    from mixprior_plugin import export
     from mixprior_plugin.utils.checkpoint import extract_state_dict, load_checkpoint, load_state_checked
+    if ckpt.endswith('.onnx'):
+        return onnx_method(label, ckpt, scale)
+    if ckpt.endswith('.safetensors'):
+        meta_arch = export.load_student_safetensors(ckpt)[0]
+        if arch is not None and arch.get('type') != meta_arch.get('type'):
+            raise EvalError(f'{label}: {ckpt} holds a {meta_arch.get("type")} but the arch given is {arch.get("type")}')
+        arch = meta_arch
     if arch is None:
         raise EvalError(f'No arch for checkpoint {ckpt}: give -opt (network_g) or --arch-json, '
                         'or LABEL=CKPT@ARCH in --compare')
@@ -75,10 +87,28 @@ def build_method(label, ckpt, arch, scale, device, param_key='params_ema'):
         net = build_network(dict(arch))
     except Exception as err:  # registry KeyError, wrong constructor arguments, ...
         raise EvalError(f'{label}: cannot build arch {arch}: {err.__class__.__name__}: {err}') from err
-    state, used = extract_state_dict(load_checkpoint(ckpt), param_key, ckpt)
-    load_state_checked(net, state, f'{ckpt} [{used}]', f'{arch["type"]} ({label})')
+    state = export.state_for_checkpoint(ckpt, arch)
+    used = None
+    if state is None:
+        state, used = extract_state_dict(load_checkpoint(ckpt), param_key, ckpt)
+        if arch['type'] == 'RCAN' and export.is_original_rcan(state):  # --rcan-layout original export
+            state = export.rcan_from_original(state, arch)
+    load_state_checked(net, state, f'{ckpt} [{used}]' if used else ckpt, f'{arch["type"]} ({label})')
     net.eval().requires_grad_(False)
     return Method(label, ckpt=ckpt, arch=arch, net=net.to(device))
+
+
+def onnx_method(label, path, scale):
+    """A method that runs an exported .onnx student in onnxruntime (CPU; window padding is in the graph)."""
+    from mixprior_plugin.export import OnnxSR
+    net = OnnxSR(path)
+    onnx_scale = net.meta.get('scale')
+    if onnx_scale is not None and onnx_scale != scale:
+        raise EvalError(f'{label}: {path} was exported at x{onnx_scale} but --scale is {scale}')
+    method = Method(label, ckpt=path, arch=net.meta.get('arch'), net=net)
+    method.window = None  # padded to the window inside the graph
+    method.params = net.meta.get('num_params')
+    return method
 
 
 def parse_compare(entries, default_arch, network_key):

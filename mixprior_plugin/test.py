@@ -5,8 +5,9 @@ Usage::
     mixprior-test -opt options/test/xxx.yml
     python -m mixprior_plugin.test -opt xxx.yml
 
-For a KD / MiPKD option file only the student is built and evaluated. Results go to
-results/<name>/ under the current directory.
+For a KD / MiPKD option file only the student is built and evaluated. ``path.pretrain_network_g``
+may be a .safetensors file written by mixprior-export; ``network_g`` can then be left out (it
+comes from the file's metadata). Results go to results/<name>/ under the current directory.
 """
 import os
 
@@ -18,6 +19,8 @@ def main(argv=None):
     import mixprior_plugin  # noqa: F401
     from mixprior_plugin import basicsr_fixes
     basicsr_fixes.apply()
+    from mixprior_plugin.export import enable_safetensors_in_test
+    enable_safetensors_in_test()  # path.pretrain_network_g may be a .safetensors from mixprior-export
     from basicsr.test import test_pipeline
     basicsr_fixes.report_errors('mixprior-test', lambda: test_pipeline(os.getcwd()))
 

@@ -19,7 +19,9 @@ Protocol (the usual one of SR papers, computed with BasicSR's own functions):
 
 Networks: ``--ckpt`` with the arch from ``-opt`` (an option file's ``network_g``, or another
 ``--network`` key such as ``network_t``) or ``--arch-json`` (a JSON dict or a .json file). A KD
-option file works as is; a student exported by tools/export_student.py loads strictly.
+option file works as is; a student exported by tools/export_student.py loads strictly. Exported
+``.safetensors`` files bring their arch in their metadata (no option file needed) and ``.onnx``
+files run in onnxruntime on CPU (window padding inside the graph); see docs/export.md.
 
 Outputs (``--out-dir``, default ``results/evaluate_x<s>``): ``results.md`` (table, deltas against the
 first method), ``results.json`` (means and per-image values), ``delta_psnr.png`` (bar chart of delta
@@ -32,6 +34,8 @@ Examples::
     python tools/evaluate.py --scale 4 --bicubic
     # an exported student (arch from the KD option file's network_g)
     python tools/evaluate.py --scale 4 -opt options/train/kd_edsr_x4.yml --ckpt student_x4.pth
+    # what you ship: safetensors and ONNX need no option file
+    python tools/evaluate.py --scale 4 --compare st=student_x4.safetensors onnx=student_x4.onnx --sets Set5
     # teacher, scratch and KD student side by side, with bicubic as an extra column
     python tools/evaluate.py --scale 4 -opt kd.yml --compare scratch=scratch.pth kd=kd.pth \\
         teacher=teacher.pth@teacher_arch.json --bicubic --sets Set5 Urban100 \\
@@ -110,7 +114,8 @@ def main(argv=None):
     parser.add_argument('--network', default='network_g', help='arch key of -opt (default network_g; '
                         'network_t for the teacher of a KD option file)')
     parser.add_argument('--arch-json', help='arch as JSON (dict with "type") or a .json file; overrides -opt')
-    parser.add_argument('--ckpt', help='checkpoint to evaluate (BasicSR .pth, e.g. from export_student.py)')
+    parser.add_argument('--ckpt', help='checkpoint to evaluate: BasicSR .pth (e.g. from export_student.py), or '
+                        '.safetensors / .onnx from mixprior-export (no arch needed)')
     parser.add_argument('--label', help='label of --ckpt (default: its file name)')
     parser.add_argument('--param-key', default='params_ema', help='weights key (default params_ema, '
                         'falling back to params)')
