@@ -1,11 +1,14 @@
 """Run mixprior-train under torchrun and dump what each rank ends with (for test_reliability).
 
 Usage (as torchrun's script): ddp_runner.py OUT_DIR -opt X.yml --launcher pytorch
-Writes OUT_DIR/rank<r>.pth with the student and extra-module states and how the model wrapped
-its networks.
+Writes OUT_DIR/rank<r>.pth with the student and extra-module states, how the model wrapped
+its networks and, for MiPKD, the hybrid drawn at each iteration of this process (``routes``).
+MIXPRIOR_TEST_SLOW_ITER=<seconds> sleeps once per iteration, so a test can kill the run at a chosen
+point (as in train_runner.py).
 """
 import os
 import sys
+import time
 
 import torch
 
@@ -20,9 +23,22 @@ def main():
     built = {}
     original = basicsr.train.build_model
 
+    slow_iter = float(os.environ.get('MIXPRIOR_TEST_SLOW_ITER', 0))
+    routes = []
+
     def capture(opt):
-        built['model'] = original(opt)
-        return built['model']
+        model = built['model'] = original(opt)
+        step = model.optimize_parameters
+
+        def recording_step(current_iter):
+            if slow_iter:
+                time.sleep(slow_iter)
+            step(current_iter)
+            route = getattr(model, 'last_route', None)
+            routes.append((current_iter, None if route is None else repr(route)))
+
+        model.optimize_parameters = recording_step
+        return model
 
     sys.modules['basicsr.train'].build_model = capture
     sys.modules['basicsr.train'].train_pipeline(os.getcwd())
@@ -33,7 +49,7 @@ def main():
         dict(rank=rank, world_size=torch.distributed.get_world_size(),
              teacher_wrapped=isinstance(model.net_t, ddp), train_step_wrapped=isinstance(model.train_step, ddp),
              net_g=model.get_bare_model(model.net_g).state_dict(), net_extra=model.net_extra.state_dict(),
-             log=model.log_dict), os.path.join(out_dir, f'rank{rank}.pth'))
+             log=model.log_dict, routes=routes), os.path.join(out_dir, f'rank{rank}.pth'))
 
 
 if __name__ == '__main__':

@@ -62,6 +62,77 @@ def test_torchrun_gloo_two_processes_mipkd(tmp_path, tiny_data):
     assert (tmp_path / 'experiments' / 'ddp' / 'models' / 'net_g_10.pth').exists()
 
 
+def _torchrun(opt_file, cwd, out, extra_args=(), env=None):
+    out.mkdir(exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
+         os.path.join(TESTS, 'ddp_runner.py'), str(out), '-opt', opt_file, '--launcher', 'pytorch', *extra_args],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO, **(env or {})))
+
+
+def _kill_tree(pid):
+    """SIGKILL a process and all its descendants (torchrun starts its workers in their own sessions)."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                stat = open(f'/proc/{entry}/stat').read()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(')', 1)[1].split()[1]), []).append(int(entry))
+    family, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        family.append(current)
+        todo.extend(children.get(current, []))
+    for member in reversed(family):  # workers first, so the launcher cannot restart them
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+def test_torchrun_kill_and_resume_restores_each_ranks_random_state(tmp_path, tiny_data):
+    """2 gloo processes, killed after the state of iteration 5 and resumed: each rank restores its own RNG
+    and route generator, so the ranks keep drawing different hybrids, and the run ends equal to an
+    uninterrupted one."""
+    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
+    for root in (straight, killed):
+        root.mkdir()
+        mipkd_options(root, tiny_data, 'ddpres', 10, save_freq=5)
+    proc = _torchrun(str(straight / 'ddpres.yml'), str(straight), straight / 'ranks')
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, output[-5000:]
+
+    proc = _torchrun(str(killed / 'ddpres.yml'), str(killed), killed / 'ranks_killed',
+                     env=dict(MIXPRIOR_TEST_SLOW_ITER='0.5'))
+    _wait_for(str(killed / 'experiments' / 'ddpres' / 'training_states' / '5.state'), proc)
+    _kill_tree(proc.pid)
+    proc.wait()
+    time.sleep(0.5)
+    assert not (killed / 'experiments' / 'ddpres' / 'training_states' / '10.state').exists()
+    state = load_checkpoint(str(killed / 'experiments' / 'ddpres' / 'training_states' / '5.state'))
+    assert len(state['rng_per_rank']) == 2 and len(state['extras_per_rank']) == 2
+    assert not torch.equal(state['rng_per_rank'][0]['torch'], state['rng_per_rank'][1]['torch'])
+    assert state['extras_per_rank'][0] != state['extras_per_rank'][1]
+
+    proc = _torchrun(str(killed / 'ddpres.yml'), str(killed), killed / 'ranks', extra_args=('--auto_resume', ))
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, output[-5000:]
+    a = [torch.load(straight / 'ranks' / f'rank{r}.pth', weights_only=False) for r in (0, 1)]
+    b = [torch.load(killed / 'ranks' / f'rank{r}.pth', weights_only=False) for r in (0, 1)]
+    resumed = [dict(run['routes']) for run in b]
+    assert sorted(resumed[0]) == list(range(6, 11))  # the resumed run trained iterations 6..10
+    assert resumed[0] != resumed[1], 'both ranks drew the same hybrids after the resume'
+    for rank in (0, 1):  # the same hybrids as the uninterrupted run, rank by rank
+        assert resumed[rank] == {it: r for it, r in a[rank]['routes'] if it > 5}, f'rank {rank}'
+    for part in ('net_g', 'net_extra'):
+        for key in a[0][part]:
+            assert torch.equal(a[0][part][key], b[0][part][key]), f'{part}.{key} differs from the straight run'
+
+
 # ---- kill -9, exact resume --------------------------------------------------------------------------
 def _train(opt_file, cwd, env=None, extra_args=()):
     return subprocess.Popen([sys.executable, os.path.join(TESTS, 'train_runner.py'), '-opt', opt_file, *extra_args],
