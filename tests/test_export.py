@@ -259,3 +259,19 @@ def test_export_tool_keeps_pth_only_default(exported, tmp_path, capsys):
     params = torch.load(tmp_path / 'student.pth', weights_only=True)['params']
     raw = torch.load(run['ckpt'], weights_only=True)['params']
     assert all(torch.equal(params[k], raw[k]) for k in raw)
+
+
+@pytest.mark.bad_input
+def test_parity_above_tolerance_is_an_error(exported, monkeypatch, tmp_path):
+    real_build = export.build_from_safetensors
+
+    def perturbed(path, device='cpu'):  # a reload that does not reproduce the student
+        net, meta = real_build(path, device)
+        with torch.no_grad():
+            net.conv_last.bias.add_(1.0)  # 1/255 at the output: far above the tolerance
+        return net, meta
+
+    monkeypatch.setattr(export, 'build_from_safetensors', perturbed)
+    run = exported['EDSR']
+    with pytest.raises(export.ExportError, match=r'Parity failed: safetensors \(reloaded\) at \d+x\d+'):
+        export.export_student(run['opt'], run['ckpt'], str(tmp_path / 's'), ['safetensors'], log=lambda _: None)
