@@ -1,7 +1,7 @@
 """The few fixes BasicSR master needs on today's PyTorch, applied by mixprior's entry points.
 
 Each replaces one BasicSR function in the module namespace where `train_pipeline` /
-`test_pipeline` look it up at call time (see ../shared/spec/BASICSR_NOTES.md):
+`test_pipeline` look it up at call time:
 
 1. ``load_resume_state``: BasicSR calls ``torch.cuda.current_device()`` unconditionally, so
    resuming crashes without CUDA. Ours maps the state to the GPU when there is one, else to CPU.
@@ -17,18 +17,28 @@ Each replaces one BasicSR function in the module namespace where `train_pipeline
 
 Reliability (same mechanism):
 
-6. Checkpoints and training states are written atomically (temporary file + rename); training
-   states carry the RNG states; loads are ``weights_only`` and a checkpoint that does not fit the
-   options is refused with a list of the offending keys (``BaseModel.save_network``,
+6. Checkpoints and training states are written atomically (temporary file + rename), with
+   BasicSR's three retries and warning on failure; training states carry every rank's RNG states
+   and model extras (each rank restores its own); loads are ``weights_only`` and a checkpoint that
+   does not fit the options is refused with a list of the offending keys, as a
+   CheckpointMismatchError (an OptionError and BasicSR's RuntimeError) (``BaseModel.save_network``,
    ``save_training_state``, ``resume_training``, ``load_network``).
-7. Exact resume: BasicSR restarts the interrupted epoch from its first batch; the train sampler
-   now skips the batches the interrupted run had already consumed, and data loaders draw their
-   base seed from their own generator, so restoring the RNG states reproduces the same batches,
-   augmentations and masks (exact with ``num_worker_per_gpu: 0``; with workers, which BasicSR
-   reseeds every epoch, the augmentations of the resumed epoch differ).
-8. Options are validated before anything is built (types, paths, scales; utils/validation.py)
-   and a paired-image sample that cannot be read, or whose LR and HR sizes disagree, raises an
-   error naming the files.
+7. Exact resume, on for the plugin's models and off for BasicSR's (``exact_resume: true|false``
+   overrides), so a plain BasicSR run keeps BasicSR's random stream: the train sampler skips the
+   batches the interrupted run had already consumed, data loaders draw their base seed from their
+   own generator and the RNG states are restored, so the same batches, augmentations and masks
+   follow (exact with ``num_worker_per_gpu: 0``; with workers, which BasicSR reseeds every epoch,
+   the augmentations of the resumed epoch differ). A training state without mixprior's record of
+   the train loader (written by plain BasicSR, or for another batch size or data set) resumes as
+   in BasicSR: the interrupted epoch restarts from its first batch.
+8. Options and the files they name are validated before anything is built or created (types,
+   ranges, registered names, paths, data layouts, LR/HR sizes; utils/validation.py), and a
+   paired-image sample that cannot be read, or whose LR and HR sizes disagree, raises an error
+   naming the files.
+9. ``--auto_resume`` takes the newest training state that loads (with its network files) and names
+   each newer one it skipped. A mistake in the options or data ends the run with one line naming
+   the key or file (the traceback with ``--debug`` or for an unexpected error), and an experiment
+   folder BasicSR archived before the error is put back when the failed run saved nothing.
 """
 import os
 import sys

@@ -207,7 +207,8 @@ def test_kill_during_atomic_write_keeps_previous_file(tmp_path):
 
 def test_kill_during_training_checkpoint_write_then_resume(tmp_path, tiny_data):
     opt_file = mipkd_options(tmp_path, tiny_data, 'midsave', 10)
-    proc = _train(opt_file, str(tmp_path), env=dict(MIXPRIOR_TEST_SLOW_SAVE='30', MIXPRIOR_TEST_SLOW_SAVE_SUFFIX='.state'))
+    proc = _train(opt_file, str(tmp_path),
+                  env=dict(MIXPRIOR_TEST_SLOW_SAVE='30', MIXPRIOR_TEST_SLOW_SAVE_SUFFIX='.state'))
     states = tmp_path / 'experiments' / 'midsave' / 'training_states'
     models = tmp_path / 'experiments' / 'midsave' / 'models'
     _wait_for(str(states / '5.state.writing'), proc)  # the 5th-iteration state is half-way

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import REPO, make_paired_folder, run_cli, save_random_teacher, sr_options, tiny_arch, write_yaml
+from helpers import make_paired_folder, run_cli, save_random_teacher, sr_options, tiny_arch, write_yaml
 from mixprior_plugin.utils.options import OptionError
 from mixprior_plugin.utils.validation import validate_files, validate_options
 
@@ -247,40 +247,55 @@ def test_mixprior_test_uses_params_ema_and_needs_no_suffix(tmp_path, tiny_data):
     assert 'Traceback' not in proc.stderr
 
 
-def test_auto_resume_falls_back_to_the_newest_loadable_state(tmp_path, tiny_data):
-    opt = _kd_options(tmp_path, tiny_data, 'fallback', total_iter=4)
+@pytest.fixture(scope='module')
+def trained_kd(tmp_path_factory, tiny_data):
+    """A finished 4-iteration KD run (states at 2 and 4), trained once for the tests that copy it."""
+    root = tmp_path_factory.mktemp('trained_kd')
+    opt = _kd_options(root, tiny_data, 'kd', total_iter=4)
     opt['val']['val_freq'] = 100
-    opt_file = write_yaml(str(tmp_path / 'fallback.yml'), opt)
-    run_cli(['-m', 'mixprior_plugin.train', '-opt', opt_file], cwd=str(tmp_path))
-    states = tmp_path / 'experiments' / 'fallback' / 'training_states'
+    run_cli(['-m', 'mixprior_plugin.train', '-opt', write_yaml(str(root / 'kd.yml'), opt)], cwd=str(root))
+    return root, opt
+
+
+def _copy_run(trained_kd, tmp_path):
+    root, opt = trained_kd
+    shutil.copytree(root / 'experiments', tmp_path / 'experiments')
+    opt = copy.deepcopy(opt)
+    opt['path']['experiments_root'] = str(tmp_path / 'experiments')
+    return opt
+
+
+def test_auto_resume_falls_back_to_the_newest_loadable_state(tmp_path, trained_kd):
+    opt = _copy_run(trained_kd, tmp_path)
+    opt_file = write_yaml(str(tmp_path / 'kd.yml'), opt)
+    states = tmp_path / 'experiments' / 'kd' / 'training_states'
     data = (states / '4.state').read_bytes()
     (states / '4.state').write_bytes(data[:len(data) // 2])  # a copy cut short
     opt['train']['total_iter'] = 6
     write_yaml(opt_file, opt)
     proc = run_cli(['-m', 'mixprior_plugin.train', '-opt', opt_file, '--auto_resume'], cwd=str(tmp_path))
     assert f'Auto-resume: skipping {states / "4.state"}' in proc.stderr, proc.stderr[-3000:]
-    log = ''.join(open(f).read() for f in glob.glob(str(tmp_path / 'experiments' / 'fallback' / 'train_*.log')))
+    log = ''.join(open(f).read() for f in glob.glob(str(tmp_path / 'experiments' / 'kd' / 'train_*.log')))
     assert 'Resuming training from epoch' in log and 'iter: 2' in log, log[-3000:]
     assert torch.load(states / '6.state', weights_only=True)['iter'] == 6
 
 
 @pytest.mark.bad_input
-def test_error_after_archiving_puts_the_old_experiment_back(tmp_path, tiny_data):
+def test_error_after_archiving_puts_the_old_experiment_back(tmp_path, trained_kd):
     """A teacher that does not fit is found when the model is built (after BasicSR archived the old folder)."""
-    opt = _kd_options(tmp_path, tiny_data, 'keep', total_iter=2)
-    opt['val']['val_freq'] = 100
-    opt_file = write_yaml(str(tmp_path / 'keep.yml'), opt)
-    run_cli(['-m', 'mixprior_plugin.train', '-opt', opt_file], cwd=str(tmp_path))
-    exp = tmp_path / 'experiments' / 'keep'
+    opt = _copy_run(trained_kd, tmp_path)
+    opt['path']['pretrain_network_t'] = save_random_teacher(str(tmp_path / 'wider_teacher.pth'),
+                                                            dict(tiny_arch('EDSR', 't', 2), num_feat=12))
+    opt_file = write_yaml(str(tmp_path / 'kd.yml'), opt)
+    exp = tmp_path / 'experiments' / 'kd'
     before = sorted(os.listdir(exp / 'models'))
-    save_random_teacher(opt['path']['pretrain_network_t'], dict(tiny_arch('EDSR', 't', 2), num_feat=12))
     proc = run_cli(['-m', 'mixprior_plugin.train', '-opt', opt_file], cwd=str(tmp_path), check=False)
     assert proc.returncode == 1, proc.stderr[-3000:]
     line = [x for x in proc.stderr.splitlines() if x.startswith('mixprior-train: error: ')]
     assert len(line) == 1 and 'does not fit network_t' in line[0] and 'Traceback' not in proc.stderr
     assert f'restored {exp}' in proc.stderr
     assert sorted(os.listdir(exp / 'models')) == before
-    assert not glob.glob(str(tmp_path / 'experiments' / 'keep_archived_*'))
+    assert not glob.glob(str(tmp_path / 'experiments' / 'kd_archived_*'))
 
 
 def test_debug_flag_raises_instead_of_one_line(tmp_path, tiny_data, monkeypatch):

@@ -170,7 +170,8 @@ def _check_teacher_key(opt):
     except Exception:  # noqa: BLE001  (the teacher loader reports unreadable files with the file name)
         return
     if isinstance(ckpt, dict) and key not in ckpt and not any(hasattr(v, 'shape') for v in ckpt.values()):
-        raise OptionError(f'Option path.teacher_param_key={key!r} is not in {weights} (keys: {", ".join(sorted(ckpt))})')
+        raise OptionError(f'Option path.teacher_param_key={key!r} is not in {weights} '
+                          f'(keys: {", ".join(sorted(ckpt))})')
 
 
 def validate_options(opt):
