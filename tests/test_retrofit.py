@@ -320,3 +320,44 @@ def test_duplicate_yaml_keys_name_both_lines(tmp_path):
     path.write_text('base: &b {lr: 1}\nother:\n  <<: *b\n  lr: 2\n')  # overriding a merged key is fine
     assert yaml_load(str(path))['other']['lr'] == 2
     assert yaml.safe_load(path.read_text())['other']['lr'] == 2
+
+
+def test_basicsr_exception_types_are_kept(tmp_path):
+    """Code written for plain BasicSR catches what it caught before (RuntimeError, AssertionError)."""
+    from torch import nn
+
+    from mixprior_plugin.utils import checkpoint
+    with pytest.raises(RuntimeError) as info:  # BasicSR: load_state_dict's RuntimeError
+        checkpoint.load_state_checked(nn.Conv2d(3, 8, 3), {'weight': torch.zeros(4, 3, 3, 3)}, 'x.pth')
+    assert isinstance(info.value, OptionError)
+    assert 'weight: network (8, 3, 3, 3) vs file (4, 3, 3, 3)' in str(info.value)
+
+    class Model:
+        optimizers, schedulers, opt = [object()], [], {}
+
+    with pytest.raises(AssertionError, match='1 optimizers but the options build 2'):  # BasicSR asserts the counts
+        Model.optimizers = [object(), object()]
+        checkpoint.resume_training(Model(), dict(optimizers=[{}], schedulers=[]))
+    (tmp_path / 'bad.pth').write_bytes(b'not a checkpoint')
+    with pytest.raises(RuntimeError, match='Cannot load checkpoint .*bad.pth'):
+        checkpoint.load_checkpoint(str(tmp_path / 'bad.pth'))
+
+
+def test_failed_saves_are_retried_then_skipped_like_basicsr(tmp_path, monkeypatch):
+    from mixprior_plugin.utils import checkpoint
+    calls = []
+    real_save = checkpoint.atomic_save
+
+    def flaky(obj, path):
+        calls.append(path)
+        if len(calls) < 3:
+            raise OSError('disk full')
+        real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint, 'atomic_save', flaky)
+    monkeypatch.setattr('time.sleep', lambda s: None)
+    assert checkpoint.save_with_retries({'w': torch.ones(1)}, str(tmp_path / 'a.pth'))
+    assert len(calls) == 3 and torch.load(tmp_path / 'a.pth', weights_only=True)['w'].item() == 1
+    monkeypatch.setattr(checkpoint, 'atomic_save', lambda obj, path: (_ for _ in ()).throw(OSError('disk full')))
+    assert not checkpoint.save_with_retries({'w': torch.ones(1)}, str(tmp_path / 'b.pth'))  # warns, goes on
+    assert not (tmp_path / 'b.pth').exists()
