@@ -320,8 +320,111 @@ class SwinIRAdapter(StageAdapter):
         super().check_matches_forward(lq_size=lq_size or 2 * self.window_size, atol=atol)
 
 
+class _StopForward(Exception):
+    """Raised by :class:`_BodyCapture` to end a forward pass once the body's input is known."""
+
+
+class _BodyCapture(nn.Module):
+    """Stands in for a body: records its input and stops the forward pass."""
+
+    def forward(self, x):
+        self.captured = x
+        raise _StopForward
+
+
+class _BodyInject(nn.Module):
+    """Stands in for a body: ignores its input and returns a given feature."""
+
+    def __init__(self, feat):
+        super().__init__()
+        self.feat = feat
+
+    def forward(self, x):
+        return self.feat
+
+
+class GenericBodyAdapter(StageAdapter):
+    """Adapter for any arch whose forward calls one sequential body once (``x -> ... -> body -> ...``).
+
+    The head and the tail are whatever the network's own forward does before and after the body,
+    so nothing about them is assumed: to run the tail on a feature, the network's forward is
+    called on the LR input with the body swapped for a module that returns that feature (the
+    head's few convolutions run again; global residuals, interpolated bases and pixel
+    (un)shuffles are the network's own). BasicSR's RRDBNet (ESRGAN) and MSRResNet work this way,
+    as does any arch with a ``body`` ``nn.Sequential``; the check against the real forward
+    (:meth:`StageAdapter.check_matches_forward`) catches an arch that does something else.
+
+    Args:
+        net (nn.Module): Network.
+        stage_ends (list[int]): See :class:`StageAdapter`.
+        key (str): Option key for errors.
+        blocks (str): Path of the body (an nn.Sequential of blocks). Default: 'body'.
+        in_channels (int): Channels of the network's input. Default: 3.
+    """
+
+    def __init__(self, net, stage_ends, key='distill.stages', blocks='body', in_channels=3):
+        self._blocks_path = blocks
+        self._body = get_submodule(net, blocks)
+        if not isinstance(self._body, (nn.Sequential, nn.ModuleList)):
+            raise OptionError(f'{key}: {net.__class__.__name__}.{blocks} is a {type(self._body).__name__}, not a '
+                              'sequence of blocks (nn.Sequential)')
+        parent, _, self._body_name = blocks.rpartition('.')
+        self._parent = get_submodule(net, parent) if parent else net
+        self._in_channels = in_channels
+        self._channels = None
+        super().__init__(net, stage_ends, key)
+
+    @property
+    def blocks(self):
+        return list(self._body)
+
+    @property
+    def head_module(self):
+        """None: the tail recomputes the head from the input, so no head feature is recorded."""
+        return None
+
+    @property
+    def in_channels(self):
+        return self._in_channels
+
+    @property
+    def channels(self):
+        if self._channels is None:
+            param = next(self.net.parameters())
+            x = torch.zeros(1, self._in_channels, 16, 16, device=param.device, dtype=param.dtype)
+            with torch.no_grad():
+                self._channels = self.run_head(x)[0].shape[1]
+        return self._channels
+
+    def _swapped_forward(self, x, stand_in):
+        original = getattr(self._parent, self._body_name)
+        setattr(self._parent, self._body_name, stand_in)
+        try:
+            return self.net(x)
+        finally:
+            setattr(self._parent, self._body_name, original)
+
+    def run_head(self, x):
+        capture = _BodyCapture()
+        try:
+            self._swapped_forward(x, capture)
+        except _StopForward:
+            return capture.captured, dict(lq=x)
+        raise OptionError(f'{self.key}: {self.net.__class__.__name__}.forward never calls {self._blocks_path}')
+
+    def run_blocks(self, feat, start, end, ctx):
+        for block in self.blocks[start:end]:
+            feat = block(feat)
+        return feat
+
+    def run_tail(self, feat, head_feat, ctx):
+        if 'lq' not in ctx:
+            raise ValueError('GenericBodyAdapter.run_tail needs the LR input in ctx["lq"]')
+        return self._swapped_forward(ctx['lq'], _BodyInject(feat))
+
+
 ADAPTERS = {'EDSR': EDSRAdapter, 'RCAN': RCANAdapter, 'SwinIR': SwinIRAdapter}
-CUSTOM_ADAPTERS = {'SequentialBodyAdapter': SequentialBodyAdapter}
+CUSTOM_ADAPTERS = {'SequentialBodyAdapter': SequentialBodyAdapter, 'GenericBodyAdapter': GenericBodyAdapter}
 
 # Default number of stages per family (../shared/spec/MIPKD.md, "Default stage splits").
 DEFAULT_NUM_STAGES = {'EDSR': 4, 'RCAN': 5, 'SwinIR': 2}
@@ -334,10 +437,14 @@ def num_body_blocks(net, adapter_opt=None):
     name = net.__class__.__name__
     if name == 'SwinIR':
         return len(net.layers)
-    if name in ADAPTERS:
+    if name in ADAPTERS or _has_sequential_body(net):
         return len(net.body)
     raise OptionError(f'No stage adapter for {name}: set distill.adapter_t / distill.adapter_g '
-                      '(type: SequentialBodyAdapter, with module paths)')
+                      '(type: GenericBodyAdapter or SequentialBodyAdapter, with module paths)')
+
+
+def _has_sequential_body(net):
+    return isinstance(getattr(net, 'body', None), nn.Sequential)
 
 
 def build_adapter(net, stage_ends, adapter_opt=None, key='distill.stages'):
@@ -357,10 +464,12 @@ def build_adapter(net, stage_ends, adapter_opt=None, key='distill.stages'):
             raise OptionError(f'{key}: unknown adapter type {kind!r} (known: {sorted(CUSTOM_ADAPTERS)})')
         return CUSTOM_ADAPTERS[kind](net, stage_ends, key=key, **adapter_opt)
     name = net.__class__.__name__
-    if name not in ADAPTERS:
-        raise OptionError(f'No stage adapter for {name}: set distill.adapter_t / distill.adapter_g '
-                          '(type: SequentialBodyAdapter, with module paths)')
-    return ADAPTERS[name](net, stage_ends, key=key)
+    if name in ADAPTERS:
+        return ADAPTERS[name](net, stage_ends, key=key)
+    if _has_sequential_body(net):
+        return GenericBodyAdapter(net, stage_ends, key=key)
+    raise OptionError(f'No stage adapter for {name}: set distill.adapter_t / distill.adapter_g '
+                      '(type: GenericBodyAdapter or SequentialBodyAdapter, with module paths)')
 
 
 class FeatureRecorder:
@@ -377,7 +486,8 @@ class FeatureRecorder:
         self.adapter = adapter
         self.head = None
         self.features = [None] * adapter.num_stages
-        self._handles = [adapter.head_module.register_forward_hook(self._record_head)]
+        head = adapter.head_module
+        self._handles = [head.register_forward_hook(self._record_head)] if head is not None else []
         for k, module in enumerate(adapter.boundary_modules):
             self._handles.append(module.register_forward_hook(self._make_hook(k)))
 
@@ -446,7 +556,9 @@ def resolve_stage_ends(distill_opt, net_t, net_g):
                 raise OptionError(f'distill.num_stages must be a positive integer, got {k!r}')
             if k > n:
                 raise OptionError(f'distill.num_stages={k} exceeds the {n} body blocks of '
-                                  f'{"teacher" if side == "t" else "student"} {net.__class__.__name__}')
+                                  f'{"teacher" if side == "t" else "student"} {net.__class__.__name__}: set '
+                                  f'distill.num_stages <= {min(n_t, n_g)}, or give distill.stages_t and '
+                                  'distill.stages_g (block indices ending each stage, equally many)')
             ends[side] = split_equal(n, k)
     if len(ends['t']) != len(ends['g']):
         raise OptionError(f'distill.stages_t has {len(ends["t"])} stages but distill.stages_g has '
@@ -469,4 +581,23 @@ def build_adapters(distill_opt, net_t, net_g):
     ends_t, ends_g = resolve_stage_ends(distill_opt, net_t, net_g)
     adapter_t = build_adapter(net_t, ends_t, distill_opt.get('adapter_t'), key='distill.stages_t')
     adapter_g = build_adapter(net_g, ends_g, distill_opt.get('adapter_g'), key='distill.stages_g')
+    check_pairable(adapter_t, adapter_g)
     return adapter_t, adapter_g
+
+
+def check_pairable(adapter_t, adapter_g):
+    """Raise unless teacher and student features share their spatial size (what every feature term
+    and mixer needs), checked on one small input."""
+    size = max([16] + [2 * a.window_size for a in (adapter_t, adapter_g) if hasattr(a, 'window_size')])
+    shapes = []
+    for adapter in (adapter_t, adapter_g):
+        param = next(adapter.net.parameters())
+        x = torch.zeros(1, adapter.in_channels, size, size, device=param.device, dtype=param.dtype)
+        with torch.no_grad():
+            shapes.append(tuple(adapter.run_head(x)[0].shape[-2:]))
+    if shapes[0] != shapes[1]:
+        raise OptionError(f'Teacher {adapter_t.net.__class__.__name__} and student {adapter_g.net.__class__.__name__} '
+                          f'cannot be paired for feature distillation: at a {size}x{size} input their body features '
+                          f'are {shapes[0]} and {shapes[1]} (one of them changes the spatial size before its body, '
+                          'e.g. RRDBNet at x1/x2 unshuffles its input). Pair networks whose bodies run at one size, '
+                          'or use output KD only (KDModel without distill / feat_opt)')

@@ -1,4 +1,4 @@
-"""MiPKD's Feature Prior Mixer for one distillation point (../shared/spec/MIPKD.md).
+"""MiPKD's Feature Prior Mixer for one distillation point (docs/method.md).
 
     Z_T = E_T(F_T),  Z_S = E_S(F_S),  I ~ mask(B, C_z, H, W),  Z_M = I * Z_T + (1 - I) * Z_S
     F^_T = D_T(Z_M)  (trained to reconstruct F_T),  D_S maps latents back to the student's space.
@@ -84,10 +84,14 @@ class PriorMixer(nn.Module):
         mask_type (str): See :func:`make_mask`. Default: 'random3d'.
         mask_ratio (float): p, expected share of teacher latents. Default: 0.5.
         grid_size (int): Cell size of the 'grid' mask. Default: 4.
+        detach_teacher_latent (bool): Mix ``Z_T`` detached, so that L_FPM and L_BPM do not train the
+            teacher encoder E_T; E_T then learns from the auto-encoder term alone and stays a pure
+            encoder of the teacher's feature. False (default, the paper's reading): every mixer
+            part is trained jointly by every term it takes part in.
     """
 
     def __init__(self, teacher_channels, student_channels, latent_channels=None, encoder_type='cnn',
-                 sharing='separate', mask_type='random3d', mask_ratio=0.5, grid_size=4):
+                 sharing='separate', mask_type='random3d', mask_ratio=0.5, grid_size=4, detach_teacher_latent=False):
         super().__init__()
         if encoder_type not in ENCODER_TYPES:
             raise ValueError(f'mixer.encoder.type must be one of {ENCODER_TYPES}, got {encoder_type!r}')
@@ -97,11 +101,18 @@ class PriorMixer(nn.Module):
             raise ValueError(f'mixer.mask.type must be one of {MASK_TYPES}, got {mask_type!r}')
         if not 0.0 <= mask_ratio <= 1.0:
             raise ValueError(f'mixer.mask.ratio must lie in [0, 1], got {mask_ratio}')
+        if latent_channels is not None and (isinstance(latent_channels, bool) or not isinstance(latent_channels, int)
+                                            or latent_channels < 1):
+            raise ValueError(f'mixer.latent_channels must be a positive integer or ~ (student width), '
+                             f'got {latent_channels!r}')
+        if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 1:
+            raise ValueError(f'mixer.mask.grid_size must be a positive integer, got {grid_size!r}')
         c_t, c_s = teacher_channels, student_channels
         c_z = latent_channels or c_s
         self.latent_channels = c_z
         self.mask_type, self.mask_ratio, self.grid_size = mask_type, mask_ratio, grid_size
         self.sharing = sharing
+        self.detach_teacher_latent = detach_teacher_latent
 
         def project(c):
             return nn.Identity() if c == c_z else nn.Conv2d(c, c_z, 1)
@@ -142,11 +153,12 @@ class PriorMixer(nn.Module):
             feat_s (Tensor): Student feature ``(B, C_S, H, W)`` (normalised, with gradient).
 
         Returns:
-            dict: ``z_t``, ``z_s`` (latents), ``mask``, ``z_m`` (mixed latent) and
-            ``recon_t`` = D_T(Z_M), all ``(B, C, H, W)``.
+            dict: ``z_t``, ``z_s`` (latents; ``z_t`` keeps its gradient even with
+            ``detach_teacher_latent``, for the auto-encoder term), ``mask``, ``z_m`` (mixed latent)
+            and ``recon_t`` = D_T(Z_M), all ``(B, C, H, W)``.
         """
         z_t = self.enc_t(feat_t)
         z_s = self.enc_s(feat_s)
         mask = self.mask(z_t, z_s)
-        z_m = mask * z_t + (1 - mask) * z_s
+        z_m = mask * (z_t.detach() if self.detach_teacher_latent else z_t) + (1 - mask) * z_s
         return dict(z_t=z_t, z_s=z_s, mask=mask, z_m=z_m, recon_t=self.dec_t(z_m))

@@ -9,7 +9,7 @@ This is the chassis every distillation method here runs on. Options beyond SRMod
       strict_load_t: true                    #   so BasicSR's resume rewrite leaves it alone)
     distill:                                # stage boundaries (see stages.py)
       num_stages: 4                         # or stages_t: [...] / stages_g: [...]
-      feat_norm: true                       # divide features by a running teacher scale
+      feat_norm: auto                       # auto | teacher | per_network | false (see feat_norm_mode)
     train:
       kd_opt: {type: L1Loss, loss_weight: 1.0}   # output ("logits") KD, L1 by default
       feat_opt: [{type: FitNetLoss, loss_weight: 1.0}, ...]   # feature-KD terms, per stage
@@ -41,7 +41,8 @@ from mixprior_plugin.utils.options import OptionError, check_known_keys, normali
 
 # BasicSR's SRModel train keys; a distillation model adds its own (a typo such as `fmp_opt` would
 # otherwise silently switch a term off).
-SR_TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt')
+# (perceptual_opt is SRModel's too, but a KD model's losses are its own: it is refused, not ignored.)
+SR_TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt')
 
 
 def loss_weight(loss):
@@ -77,6 +78,30 @@ def build_frozen_teacher(opt, device='cpu'):
     net_t.eval()
     net_t.requires_grad_(False)
     return net_t
+
+
+FEAT_NORM_MODES = ('auto', 'teacher', 'per_network', 'off')
+
+
+def feat_norm_mode(value, net_t, net_g):
+    """Resolve ``distill.feat_norm`` to 'teacher', 'per_network' or 'off'.
+
+    ``true``/'teacher': one running teacher scale for both networks (the method's reading, right
+    when both networks take their inputs on one numeric scale). 'per_network': each network its
+    own running scale (needed across families: SwinIR features are ~1, EDSR's ~100). 'auto' (the
+    default): 'teacher' when teacher and student are of one arch class, else 'per_network'.
+    ``false``/'off': raw features.
+    """
+    if value is True:
+        return 'teacher'
+    if value is False or value is None:
+        return 'off'
+    if value not in FEAT_NORM_MODES:
+        raise OptionError(f'Option distill.feat_norm={value!r} is not one of true, false, '
+                          f'{", ".join(FEAT_NORM_MODES)}')
+    if value == 'auto':
+        return 'teacher' if type(net_t) is type(net_g) else 'per_network'
+    return value
 
 
 class DistillStep(nn.Module):
@@ -126,6 +151,14 @@ class KDModel(SRModel):
         """
         for section, keys in cls.EXTRA_SECTIONS.items():
             check_known_keys(opt.get(section), keys, section)
+        for section in ('mixer', ):  # sections of other plugin models, silently unused here otherwise
+            if section not in cls.EXTRA_SECTIONS and opt.get(section) is not None:
+                raise OptionError(f'Option section {section!r} is not read by {cls.__name__}: '
+                                  'use model_type: MiPKDModel or remove the section')
+        num_gpu = opt.get('num_gpu')
+        if isinstance(num_gpu, int) and num_gpu > 1 and not opt.get('dist'):
+            raise OptionError(f'num_gpu={num_gpu} without a launcher trains on one GPU: start with '
+                              f'torchrun --nproc_per_node={num_gpu} -m mixprior_plugin.train -opt ... --launcher pytorch')
         check_known_keys(opt.get('train'), cls.TRAIN_KEYS, 'train')
         if 'network_t' not in opt:
             raise OptionError(f'{cls.__name__} needs a teacher: set network_t (or network_teacher)')
@@ -228,8 +261,9 @@ class KDModel(SRModel):
             return extra
         distill_opt = opt.get('distill') or {}
         k = adapter_t.num_stages
+        mode = feat_norm_mode(distill_opt.get('feat_norm', 'auto'), adapter_t.net, adapter_g.net)
         extra['feat_norm'] = build_network(
-            dict(type='FeatureNormalizer', num_points=k, enabled=distill_opt.get('feat_norm', True),
+            dict(type='FeatureNormalizer', num_points=k, enabled=mode != 'off', per_network=mode == 'per_network',
                  momentum=distill_opt.get('feat_norm_momentum', 0.99)))
         connectors = nn.ModuleDict()
         for i, term in enumerate(feat_terms):
@@ -340,10 +374,13 @@ class KDModel(SRModel):
             tuple[list[Tensor], list[Tensor]]: Normalised teacher and student features.
         """
         norm = self.net_extra['feat_norm']
-        norm.update(feats_t)
+        norm.update(feats_t, feats_s)
         for k, s in enumerate(norm.scale.tolist()):
             logs[f'feat_scale_{k + 1}'] = s
-        return norm(feats_t), norm(feats_s)
+        if norm.per_network:
+            for k, s in enumerate(norm.scale_s.tolist()):
+                logs[f'feat_scale_s_{k + 1}'] = s
+        return norm(feats_t, 't'), norm(feats_s, 's')
 
     def term_name(self, term, index):
         name = term.__class__.__name__

@@ -1,6 +1,6 @@
 """MiPKDModel: Multi-granularity Mixture of Priors KD (Li et al., ICLR 2025).
 
-Loss (../shared/spec/MIPKD.md)::
+Loss (docs/method.md)::
 
     L = w_pix |S(x) - y| + w_kd |S(x) - T(x)| + w_feat sum_k L_FPM^k + w_block L_BPM + w_ae sum_k L_AE^k
 
@@ -8,7 +8,8 @@ Loss (../shared/spec/MIPKD.md)::
   common latent, mix with a random mask, decode to the teacher's space; the decoded mixture must
   reconstruct the teacher feature (``train.fpm_opt``, default L1, weight 1).
 * Block Prior Mixer (BPM): one random teacher/student hybrid per step. The student runs its head
-  and stages 1..k0 (k0 a random point); the mixed latent Z_M at k0 continues through stages
+  and stages 1..k0 (k0 a random point that leaves at least one later stage, so every hybrid routes
+  at least one stage: ``route.k0: routed``); the mixed latent Z_M at k0 continues through stages
   k0+1..K, each taken from the student with probability ``route.prob``, else from the teacher,
   crossing spaces through the mixer of the point where ownership changes; the tail is the
   student's by default. Its output must match the teacher's (``train.bpm_opt``, L1, weight 0.1).
@@ -22,16 +23,19 @@ Options (top-level ``mixer:`` section; all optional, defaults shown)::
       latent_channels: ~          # C_z; ~ = student width
       encoder: {type: cnn, sharing: separate}      # cnn|mlp ; separate|shared|none
       mask: {type: random3d, ratio: 0.5, grid_size: 4}  # random3d|spatial|channel|grid|similarity
-      route: {mode: per_stage, prob: 0.5, tail: student, batch_fraction: 1.0}
+      route: {mode: per_stage, prob: 0.5, tail: student, batch_fraction: 1.0, k0: routed}
+      detach_teacher_latent: false  # true: L_FPM / L_BPM do not train E_T (see PriorMixer)
       ae_warmup_iters: 0          # first N iterations: only pixel, KD and AE terms
 
 Choices where the paper is silent (all options): ``route.mode: single_switch`` gives all stages
 after k0 to one network, drawn once (student with probability ``prob``); ``route.tail:
 last_stage`` gives the tail (and its global residual, from that network's own head feature) to
 the owner of the last stage; ``route.batch_fraction`` runs the block path on the first part of
-the batch only, to save time. The teacher's features and output are computed once per step
-(under no_grad) and reused by every term; the block path reuses the student's features and the
-FPM's Z_M at k0, so it adds only the stages after k0 and one tail.
+the batch only, to save time; ``route.k0: any`` also draws k0 = K, where the hybrid is the
+student's tail on D_S(Z_M) and no stage is routed (not a block mixture; kept for comparison).
+The teacher's features and output are computed once per step (under no_grad) and reused by every
+term; the block path reuses the student's features, the FPM's Z_M at k0 and, when the first routed
+stage is the teacher's, the FPM's D_T(Z_M), so it adds only the stages after k0 and one tail.
 """
 import random
 import torch
@@ -52,11 +56,13 @@ MIXER_KEYS = {
     'latent_channels': None,
     'encoder': ('type', 'sharing'),
     'mask': ('type', 'ratio', 'grid_size'),
-    'route': ('mode', 'prob', 'tail', 'batch_fraction'),
+    'route': ('mode', 'prob', 'tail', 'batch_fraction', 'k0'),
+    'detach_teacher_latent': None,
     'ae_warmup_iters': None,
 }
 ROUTE_MODES = ('per_stage', 'single_switch')
 TAIL_OWNERS = ('student', 'last_stage')
+K0_MODES = ('routed', 'any')
 DEFAULT_LOSSES = {
     'fpm_opt': dict(type='L1Loss', loss_weight=1.0),
     'bpm_opt': dict(type='L1Loss', loss_weight=0.1),
@@ -77,6 +83,9 @@ ABLATIONS = {
     'route_single_switch': dict(mixer=dict(route=dict(mode='single_switch'))),
     'tail_last_stage': dict(mixer=dict(route=dict(tail='last_stage'))),
     'bpm_half_batch': dict(mixer=dict(route=dict(batch_fraction=0.5))),
+    'bpm_quarter_batch': dict(mixer=dict(route=dict(batch_fraction=0.25))),
+    'k0_any': dict(mixer=dict(route=dict(k0='any'))),
+    'detach_teacher_latent': dict(mixer=dict(detach_teacher_latent=True)),
     'ae_warmup': dict(mixer=dict(ae_warmup_iters=5000)),
 }
 
@@ -91,14 +100,19 @@ def mixer_settings(opt):
         mask_type=mask.get('type', 'random3d'), mask_ratio=mask.get('ratio', 0.5), grid_size=mask.get('grid_size', 4),
         route_mode=route.get('mode', 'per_stage'), route_prob=route.get('prob', 0.5),
         tail=route.get('tail', 'student'), batch_fraction=route.get('batch_fraction', 1.0),
+        k0_mode=route.get('k0', 'routed'), detach_teacher_latent=m.get('detach_teacher_latent', False),
         ae_warmup_iters=m.get('ae_warmup_iters', 0))
     if s['latent_channels'] is not None:
         check_type(s['latent_channels'], int, 'mixer.latent_channels')
+        if s['latent_channels'] < 1:
+            raise OptionError(f'Option mixer.latent_channels={s["latent_channels"]} must be >= 1 '
+                              '(or ~ for the student width)')
     for value, allowed, key in ((s['encoder_type'], ENCODER_TYPES, 'mixer.encoder.type'),
                                 (s['sharing'], SHARING_MODES, 'mixer.encoder.sharing'),
                                 (s['mask_type'], MASK_TYPES, 'mixer.mask.type'),
                                 (s['route_mode'], ROUTE_MODES, 'mixer.route.mode'),
-                                (s['tail'], TAIL_OWNERS, 'mixer.route.tail')):
+                                (s['tail'], TAIL_OWNERS, 'mixer.route.tail'),
+                                (s['k0_mode'], K0_MODES, 'mixer.route.k0')):
         if value not in allowed:
             raise OptionError(f'Option {key}={value!r} is not one of {", ".join(allowed)}')
     for key, value, low_open in (('mixer.mask.ratio', s['mask_ratio'], False),
@@ -108,8 +122,43 @@ def mixer_settings(opt):
         if not (0 < value <= 1 if low_open else 0 <= value <= 1):
             raise OptionError(f'Option {key}={value} must lie in {"(0, 1]" if low_open else "[0, 1]"}')
     check_type(s['grid_size'], int, 'mixer.mask.grid_size')
+    if s['grid_size'] < 1:
+        raise OptionError(f'Option mixer.mask.grid_size={s["grid_size"]} must be >= 1')
     check_type(s['ae_warmup_iters'], int, 'mixer.ae_warmup_iters')
+    if s['ae_warmup_iters'] < 0:
+        raise OptionError(f'Option mixer.ae_warmup_iters={s["ae_warmup_iters"]} must be >= 0')
+    check_type(s['detach_teacher_latent'], bool, 'mixer.detach_teacher_latent')
     return s
+
+
+def draw_hybrid(rng, num_points, k0_mode='routed', route_mode='per_stage', prob=0.5, tail='student'):
+    """Draw one teacher/student hybrid of the Block Prior Mixer.
+
+    Args:
+        rng (random.Random): Generator (its ``randrange`` draws k0, ``random`` the owners).
+        num_points (int): K.
+        k0_mode (str): 'routed': k0 uniform over the points that leave at least one later stage
+            (0..K-2, 0-based), so at least one stage is routed; 'any': over all K points.
+        route_mode (str): 'per_stage' (each later stage its own draw) or 'single_switch' (one
+            draw for all later stages).
+        prob (float): q, probability that a later stage is the student's.
+        tail (str): 'student' or 'last_stage' (the owner of the last stage).
+
+    Returns:
+        tuple[int, list[str], str]: k0 (0-based), the owner ('s'/'t') of every stage (stages
+        0..k0 are the student's) and the owner of the tail.
+    """
+    if k0_mode == 'routed' and num_points < 2:
+        raise OptionError('mixer.route.k0=routed needs at least 2 distillation points (distill.num_stages >= 2), '
+                          'got 1; set mixer.route.k0: any or add stages')
+    k0 = rng.randrange(num_points - 1 if k0_mode == 'routed' else num_points)
+    later = num_points - k0 - 1
+    if route_mode == 'per_stage':
+        routed = ['s' if rng.random() < prob else 't' for _ in range(later)]
+    else:
+        routed = ['s' if rng.random() < prob else 't'] * later
+    owners = ['s'] * (k0 + 1) + routed
+    return k0, owners, 's' if tail == 'student' else owners[-1]
 
 
 @MODEL_REGISTRY.register()
@@ -142,10 +191,14 @@ class MiPKDModel(KDModel):
                 build_network(
                     dict(type='PriorMixer', teacher_channels=adapter_t.channels, student_channels=adapter_g.channels,
                          latent_channels=s['latent_channels'], encoder_type=s['encoder_type'], sharing=s['sharing'],
-                         mask_type=s['mask_type'], mask_ratio=s['mask_ratio'], grid_size=s['grid_size']))
+                         mask_type=s['mask_type'], mask_ratio=s['mask_ratio'], grid_size=s['grid_size'],
+                         detach_teacher_latent=s['detach_teacher_latent']))
                 for _ in range(adapter_t.num_stages))
         except ValueError as err:
             raise OptionError(str(err)) from err
+        if s['k0_mode'] == 'routed' and adapter_t.num_stages < 2:
+            raise OptionError('mixer.route.k0=routed needs at least 2 distillation points, but distill gives '
+                              f'{adapter_t.num_stages}: raise distill.num_stages or set mixer.route.k0: any')
         return extra
 
     def init_training_settings(self):
@@ -178,7 +231,8 @@ class MiPKDModel(KDModel):
         w_bpm = 0.0 if warm_up else loss_weight(self.cri_bpm)
 
         # Mixed latents: at every point for the FPM, at k0 only when the BPM alone needs one.
-        k0 = self.route_rng.randrange(num_points) if w_bpm else None
+        route = self.draw_hybrid(num_points) if w_bpm else None
+        k0 = route[0] if route else None
         points = range(num_points) if w_fpm else ([k0] if w_bpm else [])
         mixed = {k: mixers[k](feats_t[k], feats_s[k]) for k in points}
         if mixed:
@@ -187,10 +241,12 @@ class MiPKDModel(KDModel):
         if w_fpm:
             losses['l_fpm'] = sum(self.cri_fpm(mixed[k]['recon_t'], feats_t[k]) for k in range(num_points))
         if w_bpm:
+            _, owners, tail_owner = route
             n = max(1, round(student['out'].shape[0] * self.mixer_opt['batch_fraction']))
-            owners, tail_owner = self.draw_route(k0, num_points)
-            out_mix = self.block_path(k0, mixed[k0]['z_m'][:n], owners, tail_owner, student, teacher, n)
+            out_mix = self.block_path(k0, mixed[k0]['z_m'][:n], owners, tail_owner, student, teacher, n,
+                                      decoded_t=mixed[k0]['recon_t'][:n])
             losses['l_bpm'] = self.cri_bpm(out_mix, teacher['out'][:n])
+            logs['bpm_teacher_stages'] = owners.count('t')
             logs['bpm_teacher_share'] = owners.count('t') / num_points
         if loss_weight(self.cri_ae):
             total = 0
@@ -201,22 +257,25 @@ class MiPKDModel(KDModel):
                 total = total + self.cri_ae(mixer.decode(mixer.encode(f_s, 's'), 's'), f_s)
             losses['l_ae'] = total
 
-    def draw_route(self, k0, num_points):
-        """Owners of all stages of this step's hybrid ('s' student / 't' teacher) and of the tail.
+    def draw_hybrid(self, num_points):
+        """This step's hybrid (see :func:`draw_hybrid`), from the model's own route generator."""
+        o = self.mixer_opt
+        k0, owners, tail_owner = draw_hybrid(self.route_rng, num_points, o['k0_mode'], o['route_mode'],
+                                             o['route_prob'], o['tail'])
+        self.last_route = dict(k0=k0, owners=owners, tail=tail_owner)
+        return k0, owners, tail_owner
 
-        Stages 0..k0 (0-based) are the student's; later stages follow ``route.mode``/``prob``.
-        """
-        q, later = self.mixer_opt['route_prob'], num_points - k0 - 1
-        if self.mixer_opt['route_mode'] == 'per_stage':
-            tail_stages = ['s' if self.route_rng.random() < q else 't' for _ in range(later)]
-        else:
-            tail_stages = ['s' if self.route_rng.random() < q else 't'] * later
-        owners = ['s'] * (k0 + 1) + tail_stages
-        tail_owner = 's' if self.mixer_opt['tail'] == 'student' else owners[-1]
+    def draw_route(self, k0, num_points):
+        """Owners of all stages and of the tail for a given ``k0`` (stages 0..k0 are the student's)."""
+        fixed = random.Random()
+        fixed.randrange = lambda n: k0  # k0 given; owners drawn from the model's generator
+        fixed.random = self.route_rng.random
+        o = self.mixer_opt
+        _, owners, tail_owner = draw_hybrid(fixed, num_points, 'any', o['route_mode'], o['route_prob'], o['tail'])
         self.last_route = dict(k0=k0, owners=owners, tail=tail_owner)
         return owners, tail_owner
 
-    def block_path(self, k0, z_mixed, owners, tail_owner, student, teacher, n):
+    def block_path(self, k0, z_mixed, owners, tail_owner, student, teacher, n, decoded_t=None):
         """Run the hybrid from the mixed latent at point ``k0`` to an SR image.
 
         Args:
@@ -226,27 +285,33 @@ class MiPKDModel(KDModel):
             tail_owner (str): Owner of the tail.
             student, teacher (dict): Outputs of the plain forward passes (heads are reused).
             n (int): Batch rows used.
+            decoded_t (Tensor | None): D_T(z_mixed) when already computed (the FPM's output),
+                reused instead of decoding again.
 
         Returns:
             Tensor: ``(n, 3, sh, sw)``.
         """
-        mixers, scale = self.net_extra['mixers'], self.net_extra['feat_norm'].scale
+        mixers, norm = self.net_extra['mixers'], self.net_extra['feat_norm']
+        scale = {'s': norm.scale_of('s'), 't': norm.scale_of('t')}
         adapters = {'s': self.adapter_g, 't': self.adapter_t}
+        ctx = dict(lq=self.lq[:n])
         feat, owner = None, None  # None: the feature is still the latent z_mixed
 
         def cross(point, target):
             """Bring the running feature into ``target``'s space through the mixer at ``point``."""
             if feat is None:
-                return mixers[point].decode(z_mixed, target) * scale[point]
+                if target == 't' and decoded_t is not None:
+                    return decoded_t * scale['t'][point]
+                return mixers[point].decode(z_mixed, target) * scale[target][point]
             if target == owner:
                 return feat
-            latent = mixers[point].encode(feat / scale[point], owner)
-            return mixers[point].decode(latent, target) * scale[point]
+            latent = mixers[point].encode(feat / scale[owner][point], owner)
+            return mixers[point].decode(latent, target) * scale[target][point]
 
         for stage in range(k0 + 1, len(owners)):
             feat = cross(stage - 1, owners[stage])
             owner = owners[stage]
-            feat = adapters[owner].run_stages(feat, stage, stage, {})
+            feat = adapters[owner].run_stages(feat, stage, stage, ctx)
         feat = cross(len(owners) - 1, tail_owner)
-        head = (student if tail_owner == 's' else teacher)['head'][:n]
-        return adapters[tail_owner].run_tail(feat, head, {})
+        head = (student if tail_owner == 's' else teacher)['head']
+        return adapters[tail_owner].run_tail(feat, None if head is None else head[:n], ctx)
