@@ -1,4 +1,5 @@
 """Smoke modes of the method benchmark and the training-cost tool (tiny nets, CPU)."""
+import glob
 import json
 import os
 import shutil
@@ -11,32 +12,46 @@ import benchmark  # noqa: E402
 import speed  # noqa: E402
 
 
-def test_benchmark_smoke_every_setting_and_method(tmp_path):
+def test_benchmark_cpu_profile_smoke_pairs_seeds_sweeps_and_resumes(tmp_path):
     train_hr, _ = make_paired_folder(str(tmp_path / 'train'), 4, num=5, size=128, seed=1)
     test_hr, _ = make_paired_folder(str(tmp_path / 'testsrc'), 4, num=2, size=64, seed=2)
     shutil.copytree(test_hr, tmp_path / 'test' / 'Tiny' / 'HR')
     out = tmp_path / 'out'
-    result = benchmark.main(['--smoke', '--train-dirs', train_hr, '--test-root', str(tmp_path / 'test'), '--sets',
-                             'Tiny', '--lq-patch', '16', '--batch', '4', '--out', str(out)])
-    runs = {(r['setting'], r['method']) for r in result['runs']}
-    assert runs == {(s, m) for s in benchmark.SETTINGS for m in benchmark.METHODS}
-    saved = json.load(open(out / 'results.json'))
-    assert saved['meta'][0]['git_commit'] and saved['meta'][0]['device'] and saved['meta'][0]['command']
-    assert saved['teacher']['params'] > max(r['params'] for r in saved['runs'])
-    for r in saved['runs']:
-        assert r['option_file'].startswith('options/train/Benchmark/')
-        assert 0 < r['sets']['Tiny']['psnr'] < 100
+    argv = ['--smoke', '--profile', 'cpu', '--train-dirs', train_hr, '--test-root', str(tmp_path / 'test'), '--sets',
+            'Tiny', '--val-count', '1', '--data-workers', '1', '--settings', 'compounded', '--methods', 'Scratch',
+            'LogitsKD', 'MiPKD', 'FitNet', '--sweep-factors', '0.1', '1', '--out', str(out)]
+    result = benchmark.main(argv)
+    runs = {(r['setting'], r['method'], r['seed']): r for r in result['runs']}
+    assert set(runs) == {('compounded', m, s) for m in ('Scratch', 'LogitsKD', 'MiPKD', 'FitNet') for s in (0, 1)}
+    # pairing: one seed, one initial student and one first batch for every method; seeds differ
+    for seed in (0, 1):
+        same_seed = [r for r in runs.values() if r['seed'] == seed]
+        assert len({r['pairing']['init_sha'] for r in same_seed}) == 1
+        assert len({r['pairing']['first_batch_sha'] for r in same_seed}) == 1
+    assert runs[('compounded', 'MiPKD', 0)]['pairing'] != runs[('compounded', 'MiPKD', 1)]['pairing']
+    # every run records the exact options it used; evaluated on the test set and the validation split
+    for r in runs.values():
+        assert r['options']['manual_seed'] == r['seed'] and r['options_sha']
+        assert set(r['sets']) == {'Tiny', 'Val'} and 0 < r['sets']['Tiny']['psnr'] < 100
+    # the sweep ran on the validation split and its best factor is the one used for every seed
+    sweep = {(r['method'], r['sweep_factor']): r for r in result['sweep']}
+    assert set(sweep) == {(m, f) for m in ('MiPKD', 'FitNet') for f in (0.1, 1.0)}
+    for method in ('MiPKD', 'FitNet'):
+        best = max((0.1, 1.0), key=lambda f: sweep[(method, f)]['sets']['Val']['psnr'])
+        assert runs[('compounded', method, 1)]['feature_weight'] == sweep[(method, best)]['feature_weight']
+    assert runs[('compounded', 'Scratch', 0)]['feature_weight'] is None
     md = open(out / 'results.md').read()
-    assert 'Noise floor' in md and '## compounded compression' in md and 'MiPKD BPM only' in md
-    assert open(out / 'delta_psnr.png', 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
-    assert len(os.listdir(out / 'students')) == len(runs)
-    # the table can be assembled from several runs
-    part = tmp_path / 'part'
-    part.mkdir()
-    json.dump(dict(saved, runs=[r for r in saved['runs'] if r['setting'] == 'depth']), open(part / 'results.json', 'w'))
-    merged = tmp_path / 'merged'
-    benchmark.main(['--merge', str(part), str(out), '--out', str(merged)])
-    assert len(json.load(open(merged / 'results.json'))['runs']) == len(runs)
+    assert 'Pairing check' in md and 'holds' in md and 'Verdicts:' in md and 'MiPKD > Logits-KD' in md
+    assert 'Regime:' in md and '## Feature-weight sweep' in md
+    assert open(out / 'paired_deltas.png', 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+    # resumable: a second call trains nothing again
+    before = {p: os.path.getmtime(p) for p in glob.glob(str(out / 'runs' / '*' / '*.pth'))}
+    benchmark.main(argv)
+    assert before == {p: os.path.getmtime(p) for p in glob.glob(str(out / 'runs' / '*' / '*.pth'))}
+    # a changed option re-runs (here: more iterations)
+    benchmark.main(argv[:-2] + ['--methods', 'Scratch', '--seeds', '0', '--iters', '4', '--out', str(out)])
+    rec = json.load(open(out / 'runs' / 'compounded' / 'Scratch_seed0.json'))
+    assert rec['iters'] == 4
 
 
 def test_speed_smoke_every_pair_and_method(tmp_path):

@@ -1,36 +1,55 @@
-"""The method benchmark: one teacher, students in three compression settings, every method, x4.
+"""The method benchmark: one teacher, students in several compression settings, every method, paired seeds.
 
-Teacher EDSR 128x16; students EDSR 128x4 (depth), 32x16 (width), 32x4 (compounded); methods
-scratch, Logits-KD, FitNet, AT, FAKD, RKD, MiPKD, MiPKD FPM-only and BPM-only, and a second seed
-of scratch as the noise floor. Trained on T91 + BSD200, evaluated on Set5, Set14, BSD100 and
-Urban100 (PSNR/SSIM on Y, crop_border 4). Every run is defined by its option file in
-options/train/Benchmark/ (tools/gen_options.py): same data, schedule, seed and initialisation.
+Two profiles of one design, each defined by its option files (written by tools/gen_options.py):
 
-Training runs the project's models (build_model / optimize_parameters, the exact code of
-mixprior-train) on an in-memory data path instead of BasicSR's loader: the HR images and their
-MATLAB-bicubic LR versions are held as uint8 tensors on the device and random aligned patches
-with flips/rotations are cut there, because on a GPU the disk loader, not the network, is the
-bottleneck for these small students. Optional bf16 autocast and channels_last.
+* ``--profile cpu`` (options/train/BenchmarkCPU/): EDSR 32x8 teacher, EDSR 32x2 (depth) and 16x2
+  (compounded) students, 3 seeds, sized for a 2-core machine with one torch thread per process.
+* ``--profile gpu`` (options/train/Benchmark/): EDSR 128x16 teacher, 128x4 / 32x16 / 32x4 students.
+
+Methods: every ``train_<method>_<setting>_x4.yml`` of the profile (scratch, Logits-KD, FitNet, AT,
+FAKD, RKD, MiPKD, MiPKD FPM-only / BPM-only / block path on a quarter of the batch). Trained on
+T91 + BSD200 minus a held-out validation split (the last ``--val-count`` images of the last training
+folder, never a test set), evaluated on Set5, Set14, BSD100, Urban100 (PSNR/SSIM on Y, crop_border 4)
+and on the validation split.
+
+Pairing: seed s gives every method the same student initialisation (the seed is set right before
+the model is built, and KD models build the student first) and the same sequence of training
+batches (a generator of its own, seeded with s, that nothing else draws from). Each run records a
+hash of its initial student weights and of its first batch, so the pairing is checked, not assumed.
+
+Loss weights: each method's feature-term weight (MiPKD's FPM weight; each baseline's feature
+weight) is swept over ``--sweep-factors`` times its option-file value on the first setting and
+seed, and the factor with the best validation PSNR is used for every run of that method. The sweep
+and the choice are in the report.
+
+Resumable: each run writes ``runs/<setting>/<method>_seed<s>[_w<factor>].json`` with the exact
+options it used (and their hash) and the student's EMA weights; a run whose record exists with the
+same options is skipped, so a killed command continues where it stopped, and a change of defaults
+re-runs what it changes. ``--worker i/n`` splits the runs over n processes.
+
+Training runs the project's models (build_model / optimize_parameters, the code of mixprior-train)
+on an in-memory data path: HR images and their MATLAB-bicubic LR versions are held as uint8
+tensors and random aligned patches with flips/rotations are cut there.
 
 Examples::
 
-    # teacher (stored in pretrained/ in half precision) + one setting, within a 9-minute GPU run
-    python tools/benchmark.py --settings compounded --bf16 --time-limit 500 --out benchmarks/results/bench_a
-    # more settings later, reusing pretrained/EDSR_C128B16_x4_T91BSD200.pth
-    python tools/benchmark.py --settings depth width --bf16 --out benchmarks/results/bench_b
-    # one table from several runs
-    python tools/benchmark.py --merge benchmarks/results/bench_a benchmarks/results/bench_b \\
-        --out benchmarks/results/bench_all
-    # CPU smoke test (tiny nets, a few iterations)
+    # CPU profile in the background, one thread per process, two processes
+    python tools/benchmark.py --profile cpu --worker 0/2 --out benchmarks/results/bench_cpu &
+    python tools/benchmark.py --profile cpu --worker 1/2 --out benchmarks/results/bench_cpu &
+    # report only (after or during the runs), with a quiet step-time measurement
+    python tools/benchmark.py --profile cpu --report-only --time-steps 30 --out benchmarks/results/bench_cpu
+    # GPU profile
+    python tools/benchmark.py --profile gpu --bf16 --out benchmarks/results/bench_gpu
+    # smoke test (tiny nets, a few iterations, two seeds)
     python tools/benchmark.py --smoke --train-dirs X/HR --test-root Y --sets Tiny --out /tmp/smoke
-
-Outputs in --out: results.json (provenance + every run), results.md (tables, delta-PSNR over
-scratch, noise floor = |scratch seed 1 - scratch seed 0|), delta_psnr.png (one panel per setting),
-students/*.pth (EMA weights), and for a newly trained teacher pretrained/<name>.pth + .md.
 """
 import argparse
+import glob
+import hashlib
 import json
+import math
 import os
+import shutil
 import sys
 import time
 from copy import deepcopy
@@ -40,14 +59,17 @@ if __package__ in (None, ''):
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.normpath(os.path.join(REPO, '..', 'shared', 'datasets'))
-OPTIONS = os.path.join(REPO, 'options', 'train', 'Benchmark')
-SETTINGS = ('depth', 'width', 'compounded')
-METHODS = ('Scratch', 'Scratch_seed1', 'LogitsKD', 'FitNet', 'AT', 'FAKD', 'RKD', 'MiPKD', 'MiPKD_fpm_only',
-           'MiPKD_bpm_only')
-LABELS = {'Scratch': 'scratch', 'Scratch_seed1': 'scratch (seed 1)', 'LogitsKD': 'Logits-KD',
-          'MiPKD_fpm_only': 'MiPKD FPM only', 'MiPKD_bpm_only': 'MiPKD BPM only'}
 SCALE = 4
-DEFAULT_TEACHER = os.path.join(REPO, 'pretrained', 'EDSR_C128B16_x4_T91BSD200.pth')
+PROFILES = {
+    'cpu': dict(folder='BenchmarkCPU', settings=('compounded', 'depth'), seeds=(0, 1, 2), threads=1),
+    'gpu': dict(folder='Benchmark', settings=('depth', 'width', 'compounded'), seeds=(0, 1), threads=None),
+}
+# Order of the runs and of the table rows; a method with no option file in the profile is left out.
+METHODS = ('Scratch', 'LogitsKD', 'MiPKD', 'MiPKD_bpm_only', 'MiPKD_fpm_only', 'MiPKD_bpm_quarter_batch', 'FitNet',
+           'AT', 'FAKD', 'RKD')
+LABELS = {'Scratch': 'scratch', 'LogitsKD': 'Logits-KD', 'MiPKD_fpm_only': 'MiPKD FPM only',
+          'MiPKD_bpm_only': 'MiPKD BPM only', 'MiPKD_bpm_quarter_batch': 'MiPKD BPM on 1/4 batch'}
+VAL_SET = 'Val'
 # --smoke: tiny archs with the same roles (teacher deeper and wider than every student)
 SMOKE_ARCHS = {'teacher': (16, 4), 'depth': (16, 2), 'width': (8, 4), 'compounded': (8, 2)}
 
@@ -56,18 +78,124 @@ class BenchmarkError(ValueError):
     pass
 
 
+# ---- option files -----------------------------------------------------------------------------------
+def options_dir(profile):
+    return os.path.join(REPO, 'options', 'train', PROFILES[profile]['folder'])
+
+
+def load_options(path, smoke=False):
+    """An option file as plain dicts (with the --smoke arch shrink applied)."""
+    from mixprior_plugin.utils.options import yaml_load
+    if not os.path.isfile(path):
+        raise BenchmarkError(f'Option file not found: {path} (run tools/gen_options.py)')
+    opt = json.loads(json.dumps(yaml_load(path)))
+    if smoke:
+        stem = os.path.basename(path)
+        role = 'teacher' if stem.startswith('train_teacher') else stem.rsplit('_', 2)[-2]
+        feat, blocks = SMOKE_ARCHS[role]
+        opt['network_g'].update(num_feat=feat, num_block=blocks)
+        if 'network_t' in opt:
+            opt['network_t'].update(num_feat=SMOKE_ARCHS['teacher'][0], num_block=SMOKE_ARCHS['teacher'][1])
+        if 'distill' in opt:
+            opt['distill']['num_stages'] = 2
+    return opt
+
+
+def profile_runs(profile):
+    """``(teacher file, {setting: {method: file}})`` of a profile, from its option folder."""
+    folder = options_dir(profile)
+    teachers = sorted(glob.glob(os.path.join(folder, 'train_teacher_*.yml')))
+    if len(teachers) != 1:
+        raise BenchmarkError(f'{folder} must hold exactly one train_teacher_*.yml, found {len(teachers)}')
+    files = {}
+    for setting in PROFILES[profile]['settings']:
+        files[setting] = {m: os.path.join(folder, f'train_{m}_{setting}_x4.yml') for m in METHODS
+                          if os.path.isfile(os.path.join(folder, f'train_{m}_{setting}_x4.yml'))}
+        if 'Scratch' not in files[setting]:
+            raise BenchmarkError(f'{folder}: no train_Scratch_{setting}_x4.yml')
+    return teachers[0], files
+
+
+def feature_weight_path(opt):
+    """Where the method's feature-term weight sits in its options, or None (nothing to sweep)."""
+    train = opt.get('train', {})
+    if opt.get('model_type') == 'MiPKDModel':
+        if train.get('fpm_opt', {}).get('loss_weight', 1.0) == 0:
+            return None
+        return ('fpm_opt', )
+    if train.get('feat_opt'):
+        return ('feat_opt', 0)
+    return None
+
+
+def scaled_feature_weight(opt, factor):
+    """Options with the feature-term weight multiplied by ``factor``."""
+    opt = deepcopy(opt)
+    where = feature_weight_path(opt)
+    if where is None or factor == 1:
+        return opt
+    term = opt['train'][where[0]]
+    term = term[where[1]] if len(where) > 1 else term
+    term['loss_weight'] = round(term.get('loss_weight', 1.0) * factor, 6)
+    return opt
+
+
+def prepare_model_options(opt, iters, device, out, teacher_ckpt, seed):
+    """Options as build_model wants them (what parse_options would add), with our iterations and seed."""
+    opt = deepcopy(opt)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=1 if device.type == 'cuda' else 0,
+               manual_seed=seed)
+    opt.pop('datasets', None)
+    exp = os.path.join(out, 'experiments', opt['name'])
+    opt['path'].update(experiments_root=exp, models=os.path.join(exp, 'models'),
+                       training_states=os.path.join(exp, 'training_states'))
+    if 'network_t' in opt:
+        opt['path']['pretrain_network_t'] = teacher_ckpt
+    train = opt['train']
+    if iters != train['total_iter']:  # keep the schedule's shape
+        train['scheduler']['milestones'] = [max(1, m * iters // train['total_iter'])
+                                            for m in train['scheduler']['milestones']]
+        train['total_iter'] = iters
+    return opt
+
+
+def resolved_settings(opt):
+    """The settings the model will use beyond the file (MiPKD's mixer defaults filled in)."""
+    if opt.get('model_type') != 'MiPKDModel':
+        return {}
+    from mixprior_plugin.models.mipkd_model import mixer_settings
+    return mixer_settings(opt)
+
+
+def sha(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 # ---- data ------------------------------------------------------------------------------------------
+def split_paths(folders, val_count):
+    """Training image paths and the held-out validation paths (the last ``val_count`` of the last folder)."""
+    from mixprior_plugin.utils.image_io import list_images
+    per_folder = [sorted(list_images(f)) for f in folders]
+    if not per_folder or not per_folder[-1]:
+        raise BenchmarkError(f'No training images in {folders}')
+    if val_count >= len(per_folder[-1]):
+        raise BenchmarkError(f'--val-count {val_count} leaves no training image in {folders[-1]}')
+    val = per_folder[-1][len(per_folder[-1]) - val_count:] if val_count else []
+    train = [p for paths in per_folder for p in paths if p not in set(val)]
+    return train, val
+
+
 class InMemoryPairs:
     """HR/LR training pairs as uint8 tensors on the device; random aligned patches cut there.
 
     Args:
-        folders (list[str]): Folders of HR images (PNG/JPEG/BMP).
+        paths (list[str]): HR images (PNG/JPEG/BMP).
         device (torch.device): Where the images live.
         lq_patch (int): LR patch side.
         workers (int): Processes for the MATLAB-bicubic downscaling.
     """
 
-    def __init__(self, folders, device, lq_patch, workers=None):
+    def __init__(self, paths, device, lq_patch, workers=None):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
         from functools import partial
@@ -75,13 +203,15 @@ class InMemoryPairs:
         import torch
         from tqdm import tqdm
 
-        from mixprior_plugin.utils.image_io import hr_lr_pair, list_images
-        paths = [p for folder in folders for p in list_images(folder)]
+        from mixprior_plugin.utils.image_io import hr_lr_pair
         workers = workers or min(16, os.cpu_count() or 1)
-        # spawn, not fork: a forked child of a process that already ran torch/OpenCV threads can hang
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
-            pairs = list(tqdm(pool.map(partial(hr_lr_pair, scale=SCALE), paths, chunksize=4), total=len(paths),
-                              desc='LR images'))
+        if workers == 1:
+            pairs = [hr_lr_pair(p, SCALE) for p in tqdm(paths, desc='LR images', mininterval=5)]
+        else:
+            # spawn, not fork: a forked child of a process that already ran torch/OpenCV threads can hang
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
+                pairs = list(tqdm(pool.map(partial(hr_lr_pair, scale=SCALE), paths, chunksize=4), total=len(paths),
+                                  desc='LR images', mininterval=5))
         self.hr, self.lq = [], []
         for hr, lq in pairs:
             if min(lq.shape[:2]) < lq_patch:
@@ -90,7 +220,7 @@ class InMemoryPairs:
             self.hr.append(torch.from_numpy(hr[..., ::-1].copy()).permute(2, 0, 1).to(device))
             self.lq.append(torch.from_numpy(lq[..., ::-1].copy()).permute(2, 0, 1).to(device))
         if not self.hr:
-            raise BenchmarkError(f'No training image of at least {lq_patch * SCALE} px in {folders}')
+            raise BenchmarkError(f'No training image of at least {lq_patch * SCALE} px among {len(paths)} files')
         self.device, self.lq_patch = device, lq_patch
 
     def batch(self, size, generator):
@@ -114,44 +244,20 @@ class InMemoryPairs:
         return torch.stack(lqs).float().div_(255), torch.stack(gts).float().div_(255)
 
 
-# ---- runs --------------------------------------------------------------------------------------------
-def load_run_options(name, smoke):
-    from mixprior_plugin.utils.options import yaml_load
-    path = os.path.join(OPTIONS, f'{name}.yml')
-    if not os.path.isfile(path):
-        raise BenchmarkError(f'Option file not found: {path} (run tools/gen_options.py)')
-    opt = json.loads(json.dumps(yaml_load(path)))  # plain dicts
-    if smoke:
-        role = 'teacher' if name.startswith('train_teacher') else name.rsplit('_', 2)[-2]
-        feat, blocks = SMOKE_ARCHS[role]
-        opt['network_g'].update(num_feat=feat, num_block=blocks)
-        if 'network_t' in opt:
-            opt['network_t'].update(num_feat=SMOKE_ARCHS['teacher'][0], num_block=SMOKE_ARCHS['teacher'][1])
-        if 'distill' in opt:
-            opt['distill']['num_stages'] = 2
-    return path, opt
+def tensor_sha(tensors):
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
-def prepare_model_options(opt, iters, device, out, teacher_ckpt):
-    """Options as build_model wants them (what parse_options would add), with our iterations."""
-    opt = deepcopy(opt)
-    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=1 if device.type == 'cuda' else 0)
-    opt.pop('datasets', None)
-    exp = os.path.join(out, 'experiments', opt['name'])
-    opt['path'].update(experiments_root=exp, models=os.path.join(exp, 'models'),
-                       training_states=os.path.join(exp, 'training_states'))
-    if 'network_t' in opt:
-        opt['path']['pretrain_network_t'] = teacher_ckpt
-    train = opt['train']
-    if iters != train['total_iter']:  # keep the schedule's shape
-        train['scheduler']['milestones'] = [max(1, m * iters // train['total_iter'])
-                                            for m in train['scheduler']['milestones']]
-        train['total_iter'] = iters
-    return opt
+# ---- training and evaluation -------------------------------------------------------------------------
+def train(opt, data, batch, device, bf16=False, channels_last=False, label='', max_steps=None):
+    """Train one run in memory.
 
-
-def train(opt, data, batch, device, bf16=False, channels_last=False, label=''):
-    """Train one run in memory; returns (model, seconds, mean step ms)."""
+    Returns:
+        tuple: (model, seconds, mean step ms, pairing dict with ``init_sha`` and ``first_batch_sha``).
+    """
     import torch
     from tqdm import tqdm
 
@@ -159,16 +265,19 @@ def train(opt, data, batch, device, bf16=False, channels_last=False, label=''):
     from basicsr.utils import set_random_seed
     set_random_seed(opt['manual_seed'])  # as parse_options: same seed, same student initialisation
     model = build_model(opt)
+    pairing = dict(init_sha=tensor_sha(model.get_bare_model(model.net_g).state_dict().values()))
     if channels_last:
         for name in ('net_g', 'net_t', 'net_extra'):
             if hasattr(model, name):
                 getattr(model, name).to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(opt['manual_seed'])
-    iters = opt['train']['total_iter']
+    iters = max_steps or opt['train']['total_iter']
     start = time.time()
-    bar = tqdm(range(1, iters + 1), desc=label, mininterval=5)
+    bar = tqdm(range(1, iters + 1), desc=label, mininterval=30, disable=max_steps is not None)
     for it in bar:
         lq, gt = data.batch(batch, generator)
+        if it == 1:
+            pairing['first_batch_sha'] = tensor_sha([lq, gt])
         if channels_last:
             lq, gt = lq.contiguous(memory_format=torch.channels_last), gt.contiguous(memory_format=torch.channels_last)
         model.update_learning_rate(it, warmup_iter=opt['train'].get('warmup_iter', -1))
@@ -180,7 +289,7 @@ def train(opt, data, batch, device, bf16=False, channels_last=False, label=''):
     if device.type == 'cuda':
         torch.cuda.synchronize()
     seconds = time.time() - start
-    return model, seconds, 1000 * seconds / iters
+    return model, seconds, 1000 * seconds / iters, pairing
 
 
 def save_weights(net, path, half=False):
@@ -190,195 +299,518 @@ def save_weights(net, path, half=False):
     atomic_save({'params_ema': state}, path)
 
 
-def evaluate_net(label, ckpt, arch, test_root, sets, device):
-    from mixprior_plugin.evaluation import build_method, evaluate
-    method = build_method(label, ckpt, arch, SCALE, device)
-    res = evaluate([method], test_root, sets, SCALE, device)['sets']
-    return {s: dict(psnr=res[s]['methods'][label]['psnr'], ssim=res[s]['methods'][label]['ssim']) for s in sets}
+def evaluate_net(label, ckpt, arch, roots, sets, device):
+    """PSNR/SSIM of one checkpoint on ``sets``; ``roots`` maps a set to the folder holding it."""
+    from mixprior_plugin.evaluation import BICUBIC, Method, build_method, evaluate
+    method = Method(BICUBIC) if ckpt is None else build_method(label, ckpt, arch, SCALE, device)
+    out = {}
+    for s in sets:
+        res = evaluate([method], roots[s], [s], SCALE, device)['sets'][s]['methods'][method.label]
+        out[s] = dict(psnr=res['psnr'], ssim=res['ssim'])
+    return out
 
 
-# ---- reporting ---------------------------------------------------------------------------------------
-def report(result, out):
-    """Write results.md and delta_psnr.png from a results dict (also used by --merge)."""
-    runs, sets = result['runs'], result['sets']
-    lines = ['# Method benchmark (x4, PSNR dB / SSIM on Y, crop_border 4)', '']
-    for meta in result['meta']:
-        lines.append(f'- `{meta["command"]}` at {meta["git_commit"]}{" (dirty)" if meta["git_dirty"] else ""}, '
-                     f'{meta["device"]}, {meta["date"]}, torch {meta["torch"]}')
-    if result.get('teacher'):
-        t = result['teacher']
-        lines += ['', f'Teacher {t["name"]} ({t["params"]:,} parameters): ' +
-                  ', '.join(f'{s} {t["sets"][s]["psnr"]:.2f}/{t["sets"][s]["ssim"]:.4f}' for s in sets if s in t['sets'])]
-    deltas = {}
-    for setting in SETTINGS:
-        rows = {r['method']: r for r in runs if r['setting'] == setting}
-        if not rows:
+def write_json(obj, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+# ---- the run plan -------------------------------------------------------------------------------------
+class Plan:
+    """Every run of a profile, in order, with the sweep's choices resolved from finished records."""
+
+    def __init__(self, args):
+        self.args = args
+        self.teacher_file, self.files = profile_runs(args.profile)
+        self.settings = [s for s in PROFILES[args.profile]['settings'] if s in (args.settings or self.files)]
+        self.seeds = list(args.seeds)
+        self.out = os.path.abspath(args.out)
+
+    def record_path(self, setting, method, seed, factor=None):
+        tag = '' if factor is None else f'_w{factor:g}'
+        return os.path.join(self.out, 'runs', setting, f'{method}_seed{seed}{tag}.json')
+
+    def load(self, path):
+        return json.load(open(path)) if os.path.isfile(path) else None
+
+    def methods(self, setting):
+        wanted = self.args.methods or METHODS
+        return [m for m in METHODS if m in self.files[setting] and m in wanted]
+
+    def base_options(self, setting, method):
+        return load_options(self.files[setting][method], self.args.smoke)
+
+    def swept(self, setting, method):
+        return (len(self.args.sweep_factors) > 1 and method != 'MiPKD_bpm_quarter_batch'
+                and feature_weight_path(self.base_options(setting, method)) is not None)
+
+    def sweep_runs(self):
+        """``(setting, method, seed, factor)`` of the weight sweep (first setting, first seed)."""
+        setting, seed = self.settings[0], self.seeds[0]
+        return [(setting, m, seed, f) for m in self.methods(setting) if self.swept(setting, m)
+                for f in self.args.sweep_factors]
+
+    def chosen_factor(self, method):
+        """Factor with the best validation PSNR in the sweep; None until the sweep is complete."""
+        source = 'MiPKD' if method == 'MiPKD_bpm_quarter_batch' else method  # the cost variant follows MiPKD
+        setting, seed = self.settings[0], self.seeds[0]
+        if source not in self.files[setting] or not self.swept(setting, source):
+            return 1
+        scores = {}
+        for f in self.args.sweep_factors:
+            rec = self.load(self.record_path(setting, source, seed, f))
+            if rec is None or VAL_SET not in rec['sets']:
+                return None
+            scores[f] = rec['sets'][VAL_SET]['psnr']
+        return max(scores, key=scores.get)
+
+    def main_runs(self):
+        """``(setting, method, seed)`` of the comparison, seed-major so partial results are paired."""
+        return [(setting, m, seed) for seed in self.seeds for setting in self.settings for m in self.methods(setting)]
+
+    def run_options(self, setting, method, factor):
+        return scaled_feature_weight(self.base_options(setting, method), factor)
+
+
+# ---- reporting -------------------------------------------------------------------------------------------
+def mean_std(values):
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def collect(out):
+    """Main-run records by (setting, method, seed) and the sweep records."""
+    runs, sweep = {}, []
+    for path in sorted(glob.glob(os.path.join(out, 'runs', '*', '*.json'))):
+        rec = json.load(open(path))
+        if rec.get('role') == 'main':
+            runs[(rec['setting'], rec['method'], rec['seed'])] = rec
+        if rec.get('sweep_factor') is not None:
+            sweep.append(rec)
+    return runs, sweep
+
+
+def verdict(name_a, name_b, diffs, sets):
+    """One line: on how many sets A beats B in every seed (diffs: set -> per-seed A - B)."""
+    seeds = len(next(iter(diffs.values())))
+    always = [s for s in sets if all(d > 0 for d in diffs[s])]
+    never = [s for s in sets if all(d < 0 for d in diffs[s])]
+    wins = sum(d > 0 for s in sets for d in diffs[s])
+    word = (f'{name_a} > {name_b} on {len(always)}/{len(sets)} sets in {seeds}/{seeds} seeds'
+            + (f' ({", ".join(always)})' if always else ''))
+    if never:
+        word += f'; {name_a} < {name_b} on {len(never)}/{len(sets)} sets in every seed ({", ".join(never)})'
+    return word + f'; higher in {wins} of {seeds * len(sets)} (set, seed) pairs'
+
+
+def report(out):
+    """Write results.json, results.md and paired_deltas.png from the run records; returns the Markdown."""
+    meta = json.load(open(os.path.join(out, 'meta.json'))) if os.path.isfile(os.path.join(out, 'meta.json')) else {}
+    runs, sweep = collect(out)
+    ref = meta.get('reference', {})
+    sets = meta.get('sets', [])
+    step = json.load(open(os.path.join(out, 'step_times.json'))) if os.path.isfile(
+        os.path.join(out, 'step_times.json')) else None
+    lines = [f'# Method benchmark, {meta.get("profile", "?")} profile (x4, PSNR dB on Y, crop_border 4)', '']
+    for m in meta.get('commands', []):
+        lines.append(f'- `{m["command"]}` at {m["git_commit"]}{" (dirty)" if m.get("git_dirty") else ""}, '
+                     f'{m["device"]}, {m["date"]}')
+    teacher = ref.get('teacher')
+    if teacher:
+        lines += ['', f'Teacher {teacher["name"]} ({teacher["params"]:,} parameters, {teacher["iters"]} iterations). '
+                  'Bicubic and teacher PSNR: ' + ', '.join(
+                      f'{s} {ref["bicubic"][s]["psnr"]:.2f} / {teacher["sets"][s]["psnr"]:.2f}' for s in sets)]
+    if sweep:
+        lines += ['', '## Feature-weight sweep (validation split, first setting, first seed)', '',
+                  '| method | factor | weight | val PSNR |', '|---|---|---|---|']
+        for rec in sorted(sweep, key=lambda r: (METHODS.index(r['method']), r['sweep_factor'])):
+            lines.append(f'| {LABELS.get(rec["method"], rec["method"])} | {rec["sweep_factor"]:g} | '
+                         f'{rec["feature_weight"]:g} | {rec["sets"][VAL_SET]["psnr"]:.3f} |')
+    summary = dict(settings={}, verdicts=[])
+    deltas_for_plot = {}
+    for setting in meta.get('settings', []):
+        rows = {}
+        for (s, method, seed), rec in runs.items():
+            if s == setting:
+                rows.setdefault(method, {})[seed] = rec
+        if 'Scratch' not in rows:
             continue
-        base = rows.get('Scratch')
-        noise = ({s: abs(rows['Scratch_seed1']['sets'][s]['psnr'] - base['sets'][s]['psnr']) for s in sets}
-                 if base and 'Scratch_seed1' in rows else None)
-        student = next(iter(rows.values()))
-        lines += ['', f'## {setting} compression: {student["student"]} ({student["params"]:,} parameters), '
-                  f'{student["iters"]} iterations', '',
-                  '| method | ' + ' | '.join(sets) + ' | ' + ' | '.join(f'Δ {s}' for s in sets) + ' | step ms |',
-                  '|---' * (2 * len(sets) + 2) + '|']
+        seeds = sorted(rows['Scratch'])
+        first = rows['Scratch'][seeds[0]]
+        lines += ['', f'## {setting} compression: {first["student"]} ({first["params"]:,} parameters), '
+                  f'{first["iters"]} iterations, seeds {seeds}', '']
+        # regime check
+        sc = {s: mean_std([rows['Scratch'][k]['sets'][s]['psnr'] for k in seeds])[0] for s in sets}
+        if teacher:
+            checks = []
+            for s in sets:
+                gap_t, gap_b = teacher['sets'][s]['psnr'] - sc[s], sc[s] - ref['bicubic'][s]['psnr']
+                checks.append(f'{s}: teacher - scratch {gap_t:+.2f} ({"ok" if gap_t >= 0.3 else "FAILS >= 0.3"}), '
+                              f'scratch - bicubic {gap_b:+.2f} ({"ok" if gap_b >= 0.5 else "FAILS >= 0.5"})')
+            lines += ['Regime: ' + '; '.join(checks), '']
+        lines += ['| method | seeds | ' + ' | '.join(f'{s} mean ± std' for s in sets) + ' | Δ scratch (per seed) | '
+                  'Δ Logits-KD (per seed) | step time / Logits-KD |', '|---' * (len(sets) + 5) + '|']
+        setting_summary = {}
         for method in METHODS:
             if method not in rows:
                 continue
-            r = rows[method]
-            cells = [f'{r["sets"][s]["psnr"]:.2f}/{r["sets"][s]["ssim"]:.4f}' for s in sets]
-            d = [r['sets'][s]['psnr'] - base['sets'][s]['psnr'] for s in sets] if base else [float('nan')] * len(sets)
-            deltas[(setting, method)] = d
-            lines.append(f'| {LABELS.get(method, method)} | ' + ' | '.join(cells) + ' | ' +
-                         ' | '.join(f'{v:+.2f}' for v in d) + f' | {r["step_ms"]:.1f} |')
-        if noise:
-            lines.append('')
-            lines.append('Noise floor |scratch seed 1 - seed 0|: ' + ', '.join(f'{s} {noise[s]:.2f}' for s in sets))
+            done = sorted(rows[method])
+            cells = []
+            for s in sets:
+                mean, std = mean_std([rows[method][k]['sets'][s]['psnr'] for k in done])
+                cells.append(f'{mean:.3f} ± {std:.3f}')
+            paired = {}
+            for base in ('Scratch', 'LogitsKD'):
+                common = [k for k in done if k in rows.get(base, {})]
+                paired[base] = {s: [rows[method][k]['sets'][s]['psnr'] - rows[base][k]['sets'][s]['psnr']
+                                    for k in common] for s in sets}
+            fmt = lambda d: '<br>'.join(f'{s}: ' + ' '.join(f'{v:+.3f}' for v in d[s]) for s in sets)  # noqa: E731
+            ratio = ''
+            if step and setting in step and method in step[setting] and 'LogitsKD' in step[setting]:
+                ratio = f'{step[setting][method]["ms"] / step[setting]["LogitsKD"]["ms"]:.2f}'
+            lines.append(f'| {LABELS.get(method, method)} | {len(done)} | ' + ' | '.join(cells) + ' | ' +
+                         (fmt(paired['Scratch']) if method != 'Scratch' else '-') + ' | ' +
+                         (fmt(paired['LogitsKD']) if method != 'LogitsKD' else '-') + f' | {ratio} |')
+            setting_summary[method] = dict(seeds=done, psnr={s: mean_std([rows[method][k]['sets'][s]['psnr']
+                                                                         for k in done]) for s in sets},
+                                           delta_scratch=paired['Scratch'], delta_logits_kd=paired['LogitsKD'])
+            if method != 'Scratch':
+                deltas_for_plot[(setting, method)] = paired['Scratch']
+        summary['settings'][setting] = setting_summary
+        pairing_ok = all(len({rows[m][k]['pairing']['init_sha'] for m in rows if k in rows[m]}) == 1 and
+                         len({rows[m][k]['pairing']['first_batch_sha'] for m in rows if k in rows[m]}) == 1
+                         for k in seeds)
+        lines += ['', f'Pairing check (same initial student and first batch for every method of a seed): '
+                  f'{"holds" if pairing_ok else "BROKEN"}.', '', 'Verdicts:']
+        for a, b in (('MiPKD', 'Scratch'), ('MiPKD', 'LogitsKD'), ('LogitsKD', 'Scratch'),
+                     ('MiPKD_bpm_only', 'LogitsKD'), ('MiPKD_fpm_only', 'LogitsKD'),
+                     ('MiPKD_bpm_quarter_batch', 'MiPKD'), ('FitNet', 'LogitsKD'), ('AT', 'LogitsKD'),
+                     ('FAKD', 'LogitsKD'), ('RKD', 'LogitsKD'), ('MiPKD', 'FitNet'), ('MiPKD', 'FAKD')):
+            if a in rows and b in rows:
+                common = [k for k in rows[a] if k in rows[b]]
+                if not common:
+                    continue
+                diffs = {s: [rows[a][k]['sets'][s]['psnr'] - rows[b][k]['sets'][s]['psnr'] for k in common]
+                         for s in sets}
+                line = f'{setting}: ' + verdict(LABELS.get(a, a), LABELS.get(b, b), diffs, sets)
+                lines.append(f'- {line}')
+                summary['verdicts'].append(line)
+    if step:
+        lines += ['', f'Step times: {step.get("note", "")}']
+    text = '\n'.join(lines) + '\n'
     with open(os.path.join(out, 'results.md'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    plot(deltas, sets, os.path.join(out, 'delta_psnr.png'))
-    return '\n'.join(lines)
+        f.write(text)
+    write_json(dict(meta=meta, summary=summary, runs=[runs[k] for k in sorted(runs)], sweep=sweep, step_times=step),
+               os.path.join(out, 'results.json'))
+    plot(deltas_for_plot, sets, meta.get('settings', []), os.path.join(out, 'paired_deltas.png'))
+    return text
 
 
-def plot(deltas, sets, path):
+def plot(deltas, sets, settings, path):
+    """One panel per setting: PSNR - scratch per method and test set, one point per seed, bar = mean."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    settings = [s for s in SETTINGS if any(k[0] == s for k in deltas)]
+    settings = [s for s in settings if any(k[0] == s for k in deltas)]
     if not settings:
         return
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.8), squeeze=False, sharey=True)
-    for ax, setting in zip(axes[0], settings):
-        methods = [m for m in METHODS if (setting, m) in deltas and m != 'Scratch']
+    fig, axes = plt.subplots(len(settings), 1, figsize=(11, 3.6 * len(settings)), squeeze=False)
+    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for ax, setting in zip(axes[:, 0], settings):
+        methods = [m for m in METHODS if (setting, m) in deltas]
         width = 0.8 / max(len(sets), 1)
         for j, s in enumerate(sets):
-            ax.bar([i + j * width for i in range(len(methods))], [deltas[(setting, m)][j] for m in methods], width,
-                   label=s)
+            for i, m in enumerate(methods):
+                vals = deltas[(setting, m)][s]
+                x = i + (j - (len(sets) - 1) / 2) * width
+                ax.bar(x, sum(vals) / len(vals), width * 0.9, color=colors[j % len(colors)], alpha=0.35,
+                       label=s if i == 0 else None)
+                ax.scatter([x] * len(vals), vals, s=12, color=colors[j % len(colors)], zorder=3)
         ax.axhline(0, color='black', linewidth=0.8)
-        ax.set_xticks([i + width * (len(sets) - 1) / 2 for i in range(len(methods))])
-        ax.set_xticklabels([LABELS.get(m, m) for m in methods], rotation=40, ha='right', fontsize=8)
-        ax.set_title(f'{setting} compression')
-    axes[0][0].set_ylabel('PSNR - scratch (dB)')
-    axes[0][-1].legend(fontsize=8)
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels([LABELS.get(m, m) for m in methods], rotation=20, ha='right', fontsize=8)
+        ax.set_ylabel('PSNR - scratch (dB)')
+        ax.set_title(f'{setting} compression: paired difference to scratch (dots: seeds, bars: mean)')
+        ax.legend(fontsize=8, ncol=len(sets))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def merge(dirs, out):
-    result = dict(meta=[], runs=[], sets=None, teacher=None)
-    for d in dirs:
-        path = os.path.join(d, 'results.json') if os.path.isdir(d) else d
-        part = json.load(open(path))
-        result['meta'] += part['meta']
-        result['sets'] = result['sets'] or part['sets']
-        result['teacher'] = result['teacher'] or part.get('teacher')
-        done = {(r['setting'], r['method']) for r in part['runs']}
-        result['runs'] = [r for r in result['runs'] if (r['setting'], r['method']) not in done] + part['runs']
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, 'results.json'), 'w') as f:
-        json.dump(result, f, indent=1)
-    return report(result, out)
-
-
 # ---- main ----------------------------------------------------------------------------------------------
+def prepare_eval_roots(args, val_paths, out):
+    """Folders to evaluate on: the test sets, and the validation split as set 'Val'."""
+    roots = {s: args.test_root for s in args.sets}
+    if val_paths:
+        val_hr = os.path.join(out, 'val_split', VAL_SET, 'HR')
+        os.makedirs(val_hr, exist_ok=True)
+        for p in val_paths:
+            dst = os.path.join(val_hr, os.path.basename(p))
+            if not os.path.exists(dst):
+                shutil.copyfile(p, dst)
+        roots[VAL_SET] = os.path.join(out, 'val_split')
+    return roots
+
+
 def run(args):
     import torch
 
     import mixprior_plugin  # noqa: F401  (registers the models)
     from mixprior_plugin.utils.provenance import run_meta
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device('cuda' if torch.cuda.is_available() and args.device != 'cpu' else 'cpu')
     if args.bf16 and device.type != 'cuda':
         raise BenchmarkError('--bf16 needs a GPU')
-    out = os.path.abspath(args.out)
-    os.makedirs(os.path.join(out, 'students'), exist_ok=True)
-    start = time.time()
-    result = dict(meta=[run_meta(device)], sets=list(args.sets), runs=[], teacher=None)
-    result['meta'][0].update(bf16=args.bf16, channels_last=args.channels_last, batch=args.batch,
-                             lq_patch=args.lq_patch, smoke=args.smoke)
+    plan = Plan(args)
+    out = plan.out
+    os.makedirs(out, exist_ok=True)
+    index, count = (int(v) for v in args.worker.split('/'))
+    this_meta = dict(run_meta(device), threads=torch.get_num_threads(), worker=args.worker)
+    meta_path = os.path.join(out, 'meta.json')
+    meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else dict(commands=[], reference={})
+    meta.update(profile=args.profile, settings=plan.settings, seeds=plan.seeds, sets=list(args.sets),
+                val_count=args.val_count, sweep_factors=list(args.sweep_factors), smoke=args.smoke)
+    meta['commands'].append(this_meta)
+    write_json(meta, meta_path)
 
-    def save():
-        with open(os.path.join(out, 'results.json'), 'w') as f:
-            json.dump(result, f, indent=1)
-        print(report(result, out), flush=True)
+    train_paths, val_paths = split_paths(args.train_dirs, args.val_count)
+    roots = prepare_eval_roots(args, val_paths, out)
+    eval_sets = list(args.sets) + ([VAL_SET] if val_paths else [])
+    t_opt = load_options(plan.teacher_file, args.smoke)
+    batch = t_opt['datasets']['train']['batch_size_per_gpu']
+    lq_patch = t_opt['datasets']['train']['gt_size'] // SCALE
+    print(f'Loading {len(train_paths)} training images ({len(val_paths)} held out for validation)', flush=True)
+    data = InMemoryPairs(train_paths, device, lq_patch, workers=args.data_workers)
 
-    print(f'Loading training images from {args.train_dirs}', flush=True)
-    data = InMemoryPairs(args.train_dirs, device, args.lq_patch)
-    t_path, t_opt = load_run_options('train_teacher_EDSR_C128B16_x4', args.smoke)
-    default_teacher = os.path.join(out, 'teacher_smoke.pth') if args.smoke else DEFAULT_TEACHER
-    teacher_ckpt = args.teacher_ckpt or default_teacher
+    # teacher: trained once, by worker 0; others wait for it
+    teacher_ckpt = args.teacher_ckpt or (os.path.join(out, 'teacher_smoke.pth') if args.smoke else
+                                         os.path.join(REPO, load_options(
+                                             next(iter(plan.files[plan.settings[0]].values())), False)
+                                             ['path'].get('pretrain_network_t') or ''))
     if not os.path.isfile(teacher_ckpt):
-        iters = args.teacher_iters or t_opt['train']['total_iter']
-        print(f'Training the teacher ({os.path.relpath(t_path, REPO)}, {iters} iterations)', flush=True)
-        model, seconds, step_ms = train(prepare_model_options(t_opt, iters, device, out, None), data, args.batch,
-                                        device, args.bf16, args.channels_last, 'teacher')
-        os.makedirs(os.path.dirname(teacher_ckpt), exist_ok=True)
-        save_weights(model.net_g_ema, teacher_ckpt, half=not args.smoke)
-        sets = evaluate_net('teacher', teacher_ckpt, t_opt['network_g'], args.test_root, args.sets, device)
-        result['teacher'] = dict(name=os.path.basename(teacher_ckpt), params=sum(
-            p.numel() for p in model.net_g.parameters()), iters=iters, seconds=round(seconds, 1), sets=sets)
-        with open(os.path.splitext(teacher_ckpt)[0] + '.md', 'w') as f:
-            f.write(f'# {os.path.basename(teacher_ckpt)}\n\nEDSR 128x16 x4 teacher of the method benchmark, trained '
-                    f'by `{result["meta"][0]["command"]}` from {os.path.relpath(t_path, REPO)} ({iters} iterations, '
-                    f'{seconds:.0f} s on {result["meta"][0]["device"]}, commit {result["meta"][0]["git_commit"]}). '
-                    'Stored in half precision (params_ema).\n\n| set | PSNR | SSIM |\n|---|---|---|\n' +
-                    ''.join(f'| {s} | {v["psnr"]:.2f} | {v["ssim"]:.4f} |\n' for s, v in sets.items()))
-        del model
-    for setting in args.settings:
-        for method in args.methods:
-            if args.time_limit and time.time() - start > args.time_limit:
-                print(f'Time limit reached: {setting}/{method} and later runs are left out.', flush=True)
-                save()
-                return result
-            path, opt = load_run_options(f'train_{method}_{setting}_x4', args.smoke)
-            iters = args.iters or opt['train']['total_iter']
-            mopt = prepare_model_options(opt, iters, device, out, teacher_ckpt)
-            model, seconds, step_ms = train(mopt, data, args.batch, device, args.bf16, args.channels_last,
-                                            f'{setting}/{method}')
-            ckpt = os.path.join(out, 'students', f'{opt["name"]}.pth')
-            save_weights(model.net_g_ema, ckpt)
-            result['runs'].append(dict(
-                setting=setting, method=method, option_file=os.path.relpath(path, REPO), seed=opt['manual_seed'],
-                student=f'EDSR {opt["network_g"]["num_feat"]}x{opt["network_g"]["num_block"]}', iters=iters,
-                params=sum(p.numel() for p in model.net_g.parameters()), train_seconds=round(seconds, 1),
-                step_ms=round(step_ms, 2),
-                sets=evaluate_net(method, ckpt, opt['network_g'], args.test_root, args.sets, device)))
+        if index != 0:
+            print(f'Waiting for worker 0 to train the teacher ({teacher_ckpt})', flush=True)
+            while not os.path.isfile(teacher_ckpt):
+                time.sleep(20)
+        else:
+            iters = args.teacher_iters or t_opt['train']['total_iter']
+            print(f'Training the teacher ({os.path.relpath(plan.teacher_file, REPO)}, {iters} iterations)', flush=True)
+            model, seconds, _, _ = train(prepare_model_options(t_opt, iters, device, out, None, 0), data, batch,
+                                         device, args.bf16, args.channels_last, 'teacher')
+            ref = dict(name=os.path.basename(teacher_ckpt), params=sum(p.numel() for p in model.net_g.parameters()),
+                       iters=iters, seconds=round(seconds, 1), option_file=os.path.relpath(plan.teacher_file, REPO))
+            os.makedirs(os.path.dirname(teacher_ckpt), exist_ok=True)
+            save_weights(model.net_g_ema, teacher_ckpt + '.tmp', half=args.half_teacher)
             del model
-            save()  # after every run: a killed command keeps what it finished
-    save()
-    return result
+            ref['sets'] = evaluate_net('teacher', teacher_ckpt + '.tmp', t_opt['network_g'], roots, eval_sets, device)
+            with open(os.path.splitext(teacher_ckpt)[0] + '.md', 'w') as f:
+                f.write(f'# {os.path.basename(teacher_ckpt)}\n\nEDSR x4 teacher of the method benchmark '
+                        f'({args.profile} profile), trained by `{this_meta["command"]}` from {ref["option_file"]} '
+                        f'({iters} iterations, batch {batch}, LR patch {lq_patch}, {seconds:.0f} s on '
+                        f'{this_meta["device"]}, commit {this_meta["git_commit"]}), on T91 + BSD200 without the '
+                        f'{args.val_count} validation images. EMA weights (params_ema)'
+                        f'{", half precision" if args.half_teacher else ""}.\n\n'
+                        '| set | PSNR | SSIM |\n|---|---|---|\n' +
+                        ''.join(f'| {s} | {v["psnr"]:.2f} | {v["ssim"]:.4f} |\n' for s, v in ref['sets'].items()))
+            write_json(ref, os.path.splitext(teacher_ckpt)[0] + '.json')
+            os.replace(teacher_ckpt + '.tmp', teacher_ckpt)
+    meta = json.load(open(meta_path))
+    if 'teacher' not in meta['reference'] and index == 0:
+        info = os.path.splitext(teacher_ckpt)[0] + '.json'
+        ref = json.load(open(info)) if os.path.isfile(info) else dict(
+            name=os.path.basename(teacher_ckpt), params=None, iters=None)
+        missing = [s for s in eval_sets if s not in ref.get('sets', {})]
+        if missing:
+            ref.setdefault('sets', {}).update(evaluate_net('teacher', teacher_ckpt, t_opt['network_g'], roots,
+                                                           missing, device))
+        meta['reference']['teacher'] = ref
+        meta['reference']['bicubic'] = evaluate_net('bicubic', None, None, roots, eval_sets, device)
+        write_json(meta, meta_path)
+
+    def do_run(setting, method, seed, factor, role, sets_needed):
+        path = plan.record_path(setting, method, seed, factor if role == 'sweep' else None)
+        opt = plan.run_options(setting, method, factor)
+        iters = args.iters or opt['train']['total_iter']
+        mopt = prepare_model_options(opt, iters, device, out, teacher_ckpt, seed)
+        key = sha(dict(opt=mopt, settings=resolved_settings(mopt), batch=batch, lq_patch=lq_patch,
+                       train=[os.path.basename(p) for p in train_paths], bf16=args.bf16))
+        rec = plan.load(path)
+        if rec is None or rec['options_sha'] != key:
+            if rec is not None:
+                print(f'{path}: options changed since it ran; running again', flush=True)
+            model, seconds, step_ms, pairing = train(mopt, data, batch, device, args.bf16, args.channels_last,
+                                                     f'{setting}/{method}/seed{seed}' +
+                                                     (f'/w{factor:g}' if role == 'sweep' else ''))
+            ckpt = os.path.splitext(path)[0] + '.pth'
+            save_weights(model.net_g_ema, ckpt)
+            where = feature_weight_path(opt)
+            weight = None
+            if where is not None:
+                term = opt['train'][where[0]]
+                weight = (term[where[1]] if len(where) > 1 else term).get('loss_weight', 1.0)
+            rec = dict(setting=setting, method=method, seed=seed, role=role,
+                       sweep_factor=factor if role == 'sweep' else None, feature_weight=weight,
+                       option_file=os.path.relpath(plan.files[setting][method], REPO), options=mopt,
+                       resolved_settings=resolved_settings(mopt), options_sha=key,
+                       student=f'EDSR {opt["network_g"]["num_feat"]}x{opt["network_g"]["num_block"]}', iters=iters,
+                       batch=batch, lq_patch=lq_patch, params=sum(p.numel() for p in model.net_g.parameters()),
+                       train_seconds=round(seconds, 1), step_ms=round(step_ms, 2), pairing=pairing,
+                       weights=os.path.relpath(ckpt, out), provenance=this_meta, sets={})
+            del model
+        missing = [s for s in sets_needed if s not in rec['sets']]
+        if missing:
+            rec['sets'].update(evaluate_net(method, os.path.join(out, rec['weights']), rec['options']['network_g'],
+                                            roots, missing, device))
+        if role == 'main':
+            rec['role'] = 'main'
+        write_json(rec, path)
+        return rec
+
+    def mine(i):
+        return i % count == index
+
+    start = time.time()
+
+    def out_of_time():
+        return args.time_limit and time.time() - start > args.time_limit
+
+    # 1. the weight sweep (first setting, first seed; validation split only)
+    sweep = plan.sweep_runs()
+    for i, (setting, method, seed, factor) in enumerate(sweep):
+        if out_of_time():
+            break
+        if mine(i):
+            do_run(setting, method, seed, factor, 'sweep', [VAL_SET] if val_paths else list(args.sets))
+    # 2. the comparison, seed-major; a swept method waits for its sweep
+    pending = list(enumerate(plan.main_runs()))
+    while pending and not out_of_time():
+        waiting = []
+        for i, (setting, method, seed) in pending:
+            if not mine(i):
+                continue
+            factor = plan.chosen_factor(method)
+            if factor is None:
+                waiting.append((i, (setting, method, seed)))
+                continue
+            if out_of_time():
+                break
+            if factor != 1 or plan.swept(setting, method):
+                # the chosen sweep run of the first setting and seed is this run: reuse its training
+                sweep_path = plan.record_path(setting, method, seed, factor)
+                main_path = plan.record_path(setting, method, seed)
+                if os.path.isfile(sweep_path) and not os.path.isfile(main_path):
+                    shutil.copyfile(sweep_path, main_path)
+                    shutil.copyfile(os.path.splitext(sweep_path)[0] + '.pth', os.path.splitext(main_path)[0] + '.pth')
+                    rec = json.load(open(main_path))
+                    rec['weights'] = os.path.relpath(os.path.splitext(main_path)[0] + '.pth', out)
+                    rec['sweep_factor'] = None
+                    write_json(rec, main_path)
+            do_run(setting, method, seed, factor, 'main', eval_sets)
+        pending = waiting
+        if pending:
+            print(f'{len(pending)} runs wait for the weight sweep of another worker', flush=True)
+            time.sleep(30)
+    return report(out)
+
+
+def time_steps(args):
+    """Quiet step-time measurement of every method (seed 0, chosen weights) into step_times.json."""
+    import torch
+
+    import mixprior_plugin  # noqa: F401
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device('cuda' if torch.cuda.is_available() and args.device != 'cpu' else 'cpu')
+    plan = Plan(args)
+    train_paths, _ = split_paths(args.train_dirs, args.val_count)
+    t_opt = load_options(plan.teacher_file, args.smoke)
+    batch = t_opt['datasets']['train']['batch_size_per_gpu']
+    lq_patch = t_opt['datasets']['train']['gt_size'] // SCALE
+    data = InMemoryPairs(train_paths[:40], device, lq_patch, workers=args.data_workers)
+    teacher_ckpt = args.teacher_ckpt or (os.path.join(plan.out, 'teacher_smoke.pth') if args.smoke else os.path.join(
+        REPO, load_options(next(iter(plan.files[plan.settings[0]].values())))['path']['pretrain_network_t']))
+    result = dict(note=f'median of {args.time_steps} steps after 3 warm-up steps, {torch.get_num_threads()} '
+                  f'torch threads, measured alone (not during the training runs)')
+    for setting in plan.settings:
+        result[setting] = {}
+        for method in plan.methods(setting):
+            factor = plan.chosen_factor(method) or 1
+            opt = prepare_model_options(plan.run_options(setting, method, factor), 10, device, plan.out, teacher_ckpt, 0)
+            from basicsr.models import build_model
+            model = build_model(opt)
+            gen = torch.Generator().manual_seed(0)
+            times = []
+            for it in range(1, args.time_steps + 4):
+                model.feed_data(dict(zip(('lq', 'gt'), data.batch(batch, gen))))
+                t = time.perf_counter()
+                model.optimize_parameters(it)
+                if device.type == 'cuda':
+                    torch.cuda.synchronize()
+                if it > 3:
+                    times.append(time.perf_counter() - t)
+            times.sort()
+            result[setting][method] = dict(ms=round(1000 * times[len(times) // 2], 2),
+                                           spread_ms=[round(1000 * times[0], 2), round(1000 * times[-1], 2)])
+            print(f'{setting}/{method}: {result[setting][method]["ms"]} ms', flush=True)
+    write_json(result, os.path.join(plan.out, 'step_times.json'))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', required=True, help='output folder (commit it under benchmarks/results/)')
-    parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=SETTINGS)
-    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
+    parser.add_argument('--profile', default='cpu', choices=sorted(PROFILES))
+    parser.add_argument('--settings', nargs='+', help='default: all of the profile')
+    parser.add_argument('--methods', nargs='+', choices=METHODS, help='default: all with an option file')
+    parser.add_argument('--seeds', nargs='+', type=int, help='default: the profile\'s')
+    parser.add_argument('--sweep-factors', nargs='+', type=float, default=[0.01, 0.1, 1.0],
+                        help='factors of the feature-term weight tried on the validation split (1 alone: no sweep)')
     parser.add_argument('--train-dirs', nargs='+', default=[os.path.join(SHARED, 'T91', 'HR'),
                                                             os.path.join(SHARED, 'BSD200', 'HR')])
+    parser.add_argument('--val-count', type=int, default=10, help='images of the last training folder held out')
     parser.add_argument('--test-root', default=SHARED, help='folder with <Set>/HR (+ LR_bicubic/X4)')
     parser.add_argument('--sets', nargs='+', default=['Set5', 'Set14', 'BSD100', 'Urban100'])
-    parser.add_argument('--teacher-ckpt', help='teacher weights (default pretrained/EDSR_C128B16_x4_T91BSD200.pth; '
+    parser.add_argument('--teacher-ckpt', help='teacher weights (default: the option files\' pretrain_network_t; '
                         'trained and stored there when missing)')
     parser.add_argument('--iters', type=int, help='student iterations (default: the option files\')')
     parser.add_argument('--teacher-iters', type=int, help='teacher iterations (default: its option file\'s)')
-    parser.add_argument('--batch', type=int, default=16)
-    parser.add_argument('--lq-patch', type=int, default=48)
+    parser.add_argument('--half-teacher', action='store_true', help='store the teacher in half precision')
+    parser.add_argument('--threads', type=int, help='torch threads per process (default: the profile\'s)')
+    parser.add_argument('--worker', default='0/1', help='i/n: this process runs every n-th run from the i-th')
+    parser.add_argument('--data-workers', type=int, help='processes for the LR downscaling')
     parser.add_argument('--bf16', action='store_true', help='bf16 autocast (GPU)')
     parser.add_argument('--channels-last', action='store_true')
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu'))
     parser.add_argument('--time-limit', type=float, help='seconds after which no new run starts')
+    parser.add_argument('--time-steps', type=int, help='measure step times (this many steps per method) and exit')
+    parser.add_argument('--report-only', action='store_true', help='only assemble the report from the records')
     parser.add_argument('--smoke', action='store_true', help='tiny nets, a few iterations (CPU test)')
-    parser.add_argument('--merge', nargs='+', metavar='DIR', help='only assemble the results of earlier runs')
     args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    args.seeds = args.seeds if args.seeds is not None else list(profile['seeds'])
+    args.threads = args.threads if args.threads is not None else profile['threads']
+    if not args.worker.count('/') == 1 or not all(v.isdigit() for v in args.worker.split('/')) or \
+            int(args.worker.split('/')[0]) >= int(args.worker.split('/')[1]):
+        parser.error(f'--worker must be i/n with 0 <= i < n, got {args.worker!r}')
     try:
-        if args.merge:
-            print(merge(args.merge, args.out))
-            return None
         if args.smoke:
             args.iters = args.iters or 3
             args.teacher_iters = args.teacher_iters or 4
-        return run(args)
+            args.seeds = args.seeds[:2]
+        if args.time_steps:
+            return time_steps(args)
+        if args.report_only:
+            text = report(os.path.abspath(args.out))
+            print(text)
+            return text
+        text = run(args)
+        print(text, flush=True)
+        return json.load(open(os.path.join(os.path.abspath(args.out), 'results.json')))
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         sys.exit(f'benchmark: {err}')
 
