@@ -397,7 +397,7 @@ def exportable(net):
             mod.window_reverse = func
 
 
-def export_onnx(net, arch, path, opset=DEFAULT_OPSET, metadata=None):
+def export_onnx(net, arch, path, opset=DEFAULT_OPSET, metadata=None, optimize=False):
     """Export ``net`` to ONNX with dynamic batch, height and width.
 
     Args:
@@ -406,6 +406,9 @@ def export_onnx(net, arch, path, opset=DEFAULT_OPSET, metadata=None):
         path (str): Destination .onnx file (weights inside).
         opset (int): ONNX opset.
         metadata (dict | None): Written to the model's metadata_props (values JSON-encoded).
+        optimize (bool): Run onnxscript's graph optimizer (constant folding, pattern rewrites). Off
+            by default: it takes most of the export time and grows fast with depth (minutes for a
+            24-block SwinIR on 2 CPU cores), while onnxruntime and TensorRT optimise at load anyway.
 
     Returns:
         str: How sizes are handled (for the report).
@@ -423,8 +426,11 @@ def export_onnx(net, arch, path, opset=DEFAULT_OPSET, metadata=None):
         model = WindowPaddedSR(copy_net, scale, window).eval() if window else copy_net
         try:
             with contextlib.redirect_stdout(sys.stderr if os.environ.get('MIXPRIOR_EXPORT_VERBOSE') else _NULL):
-                torch.onnx.export(model, (example,), tmp, input_names=['input'], output_names=['output'],
-                                  dynamic_shapes={'x': dims}, opset_version=opset, dynamo=True, external_data=False)
+                program = torch.onnx.export(model, (example,), input_names=['input'], output_names=['output'],
+                                            dynamic_shapes={'x': dims}, opset_version=opset, dynamo=True,
+                                            optimize=optimize)
+                _tidy_graph(program.model, optimize)
+                program.save(tmp, external_data=False)
             proto = onnx.load(tmp)
             for key, value in (metadata or {}).items():
                 proto.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
@@ -442,6 +448,20 @@ def export_onnx(net, arch, path, opset=DEFAULT_OPSET, metadata=None):
     if window:
         return f'any size >= {window}: padded inside the graph to a multiple of the window ({window}), then cropped'
     return 'any size'
+
+
+def _tidy_graph(model, optimized):
+    """Cheap clean-up of the exporter's graph (onnx_ir): unique value names, constants folded, dead nodes gone.
+
+    Without the full optimizer, BasicSR's ``self.mean = self.mean.type_as(x)`` leaves two values
+    named ``mean``, which onnx.checker rejects (not single static assignment).
+    """
+    from onnx_ir.passes import common
+    common.NameFixPass()(model)
+    if not optimized:
+        from onnxscript.optimizer import fold_constants
+        fold_constants(model)
+        common.RemoveUnusedNodesPass()(model)
 
 
 class _Null:
@@ -592,7 +612,8 @@ def output_paths(out, formats):
 
 
 def export_student(opt_path, ckpt_path, out, formats=None, key='params_ema', rcan_layout='basicsr', image=None,
-                   opset=DEFAULT_OPSET, atol=DEFAULT_ATOL, parity_crop=DEFAULT_PARITY_CROP, log=print):
+                   opset=DEFAULT_OPSET, atol=DEFAULT_ATOL, parity_crop=DEFAULT_PARITY_CROP, onnx_optimize=False,
+                   log=print):
     """Export a run's student to ``formats`` and check the parity of the safetensors and ONNX files.
 
     Args:
@@ -608,6 +629,7 @@ def export_student(opt_path, ckpt_path, out, formats=None, key='params_ema', rca
         opset (int): ONNX opset.
         atol (float): Largest accepted max absolute error between outputs in [0, 1].
         parity_crop (int): Side of the top-left crop of ``image`` used for parity (0: whole image).
+        onnx_optimize (bool): Run onnxscript's full graph optimizer on the ONNX graph (slow for deep nets).
         log (callable): Where the report lines go.
 
     Returns:
@@ -656,7 +678,7 @@ def export_student(opt_path, ckpt_path, out, formats=None, key='params_ema', rca
         elif fmt == 'safetensors':
             save_safetensors(rcan_to_original(state, arch) if rcan_layout == 'original' else state, path, meta)
         else:
-            notes['onnx'] = export_onnx(net, arch, path, opset, dict(meta, num_params=num_params))
+            notes['onnx'] = export_onnx(net, arch, path, opset, dict(meta, num_params=num_params), onnx_optimize)
     sizes = {fmt: os.path.getsize(path) for fmt, path in files.items()}
     for fmt, path in files.items():
         extra = ''
@@ -761,6 +783,9 @@ def build_parser(prog=None):
     parser.add_argument('--parity-crop', type=int, default=DEFAULT_PARITY_CROP,
                         help='top-left crop of --image for parity, in LR pixels (0: whole image; default %(default)s)')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help='ONNX opset (default %(default)s)')
+    parser.add_argument('--onnx-optimize', action='store_true',
+                        help="run onnxscript's full graph optimizer (slow: minutes for deep SwinIR; by default only "
+                        'constants are folded, runtimes optimise at load)')
     parser.add_argument('--atol', type=float, default=DEFAULT_ATOL,
                         help='largest accepted max abs error of reloaded/ONNX outputs in [0, 1] (default %(default)g)')
     return parser
@@ -771,7 +796,7 @@ def main(argv=None, prog=None):
     args = build_parser(prog).parse_args(argv)
     try:
         return export_student(args.opt, args.ckpt, args.out, args.formats, args.key, args.rcan_layout, args.image,
-                              args.opset, args.atol, args.parity_crop)
+                              args.opset, args.atol, args.parity_crop, args.onnx_optimize)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         sys.exit(f'{prog or "mixprior-export"}: {err}')
 
