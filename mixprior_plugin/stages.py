@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mixprior_plugin import options_schema
 from mixprior_plugin.utils.options import OptionError
 
 
@@ -426,7 +427,7 @@ class GenericBodyAdapter(StageAdapter):
 ADAPTERS = {'EDSR': EDSRAdapter, 'RCAN': RCANAdapter, 'SwinIR': SwinIRAdapter}
 CUSTOM_ADAPTERS = {'SequentialBodyAdapter': SequentialBodyAdapter, 'GenericBodyAdapter': GenericBodyAdapter}
 
-# Default number of stages per family (../shared/spec/MIPKD.md, "Default stage splits").
+# Default number of stages per family when distill.num_stages is not set (docs/method.md; options_schema).
 DEFAULT_NUM_STAGES = {'EDSR': 4, 'RCAN': 5, 'SwinIR': 2}
 
 
@@ -520,8 +521,7 @@ def pad_to_multiple(x, multiple):
     mode = 'reflect' if ph < h and pw < w else 'replicate'
     return F.pad(x, (0, pw, 0, ph), mode=mode), (ph, pw)
 
-DISTILL_KEYS = ('num_stages', 'stages_t', 'stages_g', 'adapter_t', 'adapter_g', 'feat_norm', 'feat_norm_momentum',
-                'check_adapters')
+DISTILL_KEYS = tuple(options_schema.allowed_keys('distill'))  # the keys' home: mixprior_plugin/options_schema.py
 
 
 def resolve_stage_ends(distill_opt, net_t, net_g):

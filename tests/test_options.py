@@ -14,7 +14,7 @@ from helpers import REPO
 from mixprior_plugin.stages import build_adapters
 from mixprior_plugin.utils.options import normalise_teacher_aliases, yaml_load
 
-FILES = sorted(glob.glob(os.path.join(REPO, 'options', '**', '*.yml'), recursive=True))
+FILES = sorted(glob.glob(os.path.join(REPO, 'options', 'train', '**', '*.yml'), recursive=True))
 SHARED_KEYS = ('scale', 'manual_seed', 'datasets', 'network_g')
 SHARED_TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt')
 

@@ -2,8 +2,9 @@
 
 Usage::
 
-    python tools/gen_options.py            # rewrites options/train/{Teachers,MiPKD,Baselines}
+    python tools/gen_options.py            # rewrites options/train/..., options/test/... and the README's option table
     python tools/gen_options.py --check    # exit 1 if a committed file differs from the table
+    python tools/gen_options.py --readme   # only the README's option table (from mixprior_plugin/options_schema.py)
 
 For a fair comparison every student option file of a pair and scale has the same data, schedule,
 seed and student arch (hence the same initial weights: KD models build the student first, as
@@ -18,8 +19,13 @@ from copy import deepcopy
 
 import yaml
 
+from mixprior_plugin import options_schema
+from mixprior_plugin.models.mipkd_model import ABLATIONS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = os.path.join(REPO, 'options', 'train')
+TEST_OPTIONS = os.path.join(REPO, 'options', 'test')
+README = os.path.join(REPO, 'README.md')
 SCALES = (2, 3, 4)
 
 
@@ -111,12 +117,9 @@ def with_teacher(opt, teacher_arch, weights, num_stages=None):
     return out
 
 
-MIXER_DEFAULTS = dict(latent_channels=None, encoder=dict(type='cnn', sharing='separate'),
-                      mask=dict(type='random3d', ratio=0.5),
-                      route=dict(mode='per_stage', prob=0.5, tail='student', batch_fraction=1.0, k0='routed'),
-                      detach_teacher_latent=False, ae_warmup_iters=0)
-MIPKD_LOSSES = dict(kd_opt=dict(type='L1Loss', loss_weight=1.0), fpm_opt=dict(type='L1Loss', loss_weight=1.0),
-                    bpm_opt=dict(type='L1Loss', loss_weight=0.1), ae_opt=dict(type='L1Loss', loss_weight=1.0))
+# MiPKD's option files write every default (the schema's), so a reader sees what a run uses.
+MIXER_DEFAULTS = options_schema.defaults('mixer', 'MiPKDModel')
+MIPKD_LOSSES = options_schema.loss_defaults('MiPKDModel')
 
 
 def method_options(method, base_opt, teacher_arch, weights, num_stages):
@@ -126,7 +129,6 @@ def method_options(method, base_opt, teacher_arch, weights, num_stages):
     Every baseline is Logits-KD plus its feature term, as MiPKD is Logits-KD plus its mixers, so
     the comparison isolates what each method adds.
     """
-    from mixprior_plugin.models.mipkd_model import ABLATIONS
     if method == 'Scratch':
         return deepcopy(base_opt)
     if method == 'LogitsKD':
@@ -216,7 +218,6 @@ def benchmark_options(profile):
 
 def all_options():
     """{relative path: (header comment, options)} for every generated file."""
-    from mixprior_plugin.models.mipkd_model import ABLATIONS
     files = {}
     for teacher, (arch, desc) in TEACHERS.items():
         for s in SCALES:
@@ -246,6 +247,36 @@ def all_options():
     return files
 
 
+# ---- test option files (BasicSR's options/test layout): the MiPKD student of each paper pair at x4 ----
+TEST_SETS = ('Set5', 'Set14')
+TEST_SCALE = 4
+
+
+def test_options(method='MiPKD', scale=TEST_SCALE):
+    """{relative path: (header, options)}: the trained student of each pair on Set5 and Set14.
+
+    ``pretrain_network_g`` is where mixprior-train leaves that training file's run (run from the same
+    folder); the student is tested as BasicSR's own SRModel with its EMA weights, as exported.
+    """
+    files = {}
+    for pair, (teacher, student, _, kind) in PAIRS.items():
+        run = f'{method}_{pair}_x{scale}'
+        train_opt = base(run, scale, student(scale))
+        datasets = {f'test_{i}': dict(name=name, type='PairedImageDataset', dataroot_gt=f'datasets/{name}/HR',
+                                      dataroot_lq=f'datasets/{name}/LR_bicubic/X{scale}',
+                                      filename_tmpl=f'{{}}x{scale}', io_backend=dict(type='disk'))
+                    for i, name in enumerate(TEST_SETS, 1)}
+        opt = dict(name=f'test_{run}', model_type='SRModel', scale=scale, num_gpu=1, manual_seed=0, datasets=datasets,
+                   network_g=train_opt['network_g'],
+                   path=dict(pretrain_network_g=f'experiments/{run}/models/net_g_latest.pth', param_key_g='params_ema',
+                             strict_load_g=True),
+                   val=dict(save_img=True, suffix=None, metrics=train_opt['val']['metrics']))
+        header = (f'Test of the {method} student {pair.split("-")[1]} of {teacher} ({kind} compression), x{scale}, '
+                  f'trained by options/train/MiPKD/train_{run}.yml.')
+        files[f'{method}/test_{run}.yml'] = (header, opt)
+    return files
+
+
 class _Dumper(yaml.SafeDumper):
     """Block style for mappings, flow style for lists: the look of BasicSR's own option files."""
 
@@ -255,31 +286,42 @@ _Dumper.add_representer(dict, lambda d, data: d.represent_mapping('tag:yaml.org,
 _Dumper.add_representer(list, lambda d, data: d.represent_sequence('tag:yaml.org,2002:seq', data, flow_style=True))
 
 
-def render(header, opt):
+def render(header, opt, run='mixprior-train -opt options/train/<this file>'):
     text = yaml.dump(opt, Dumper=_Dumper, sort_keys=False, width=110)
     return (f'# {header}\n# Generated by tools/gen_options.py (edit the table there, then rerun it).\n'
-            f'# Run: mixprior-train -opt options/train/<this file>\n' + text)
+            f'# Run: {run}\n' + text)
+
+
+def generated_files():
+    """{absolute path: text} of every file this tool writes (option files and the README)."""
+    files = {os.path.join(OPTIONS, rel): render(header, opt) for rel, (header, opt) in all_options().items()}
+    for rel, (header, opt) in test_options().items():
+        files[os.path.join(TEST_OPTIONS, rel)] = render(header, opt, f'mixprior-test -opt options/test/{rel}')
+    with open(README, encoding='utf-8') as f:
+        files[README] = options_schema.replace_table(f.read())
+    return files
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--check', action='store_true', help='only compare with the files on disk')
+    parser.add_argument('--readme', action='store_true', help='only the README\'s option table')
     args = parser.parse_args(argv)
-    sys.path.insert(0, REPO)
+    files = generated_files()
+    if args.readme:
+        files = {README: files[README]}
     stale = []
-    for rel, (header, opt) in all_options().items():
-        path = os.path.join(OPTIONS, rel)
-        text = render(header, opt)
-        current = open(path).read() if os.path.exists(path) else None
+    for path, text in files.items():
+        current = open(path, encoding='utf-8').read() if os.path.exists(path) else None
         if current != text:
-            stale.append(rel)
+            stale.append(os.path.relpath(path, REPO))
             if not args.check:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, 'w') as f:
+                with open(path, 'w', encoding='utf-8') as f:
                     f.write(text)
     if args.check and stale:
-        sys.exit(f'{len(stale)} option files differ from tools/gen_options.py: {stale[:5]}')
-    print(f'{len(all_options())} option files {"checked" if args.check else "written"} under {OPTIONS}'
+        sys.exit(f'{len(stale)} files differ from tools/gen_options.py (rerun it): {stale[:5]}')
+    print(f'{len(files)} files {"checked" if args.check else "written"} under {REPO}'
           + (f' ({len(stale)} changed)' if stale else ''))
 
 

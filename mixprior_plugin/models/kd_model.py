@@ -20,6 +20,7 @@ DDP-wrapped, never saved. Extra trainable modules (connectors, mixers) live in `
 their own optimizer (so their own scheduler), are saved as ``net_extra_<iter>.pth`` beside
 ``net_g`` and restored on resume. Validation, test and export see the plain student.
 """
+import functools
 import os
 from collections import OrderedDict
 from copy import deepcopy
@@ -34,7 +35,8 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from mixprior_plugin.stages import DISTILL_KEYS, FeatureRecorder, build_adapters
+from mixprior_plugin import options_schema
+from mixprior_plugin.stages import FeatureRecorder, build_adapters
 from mixprior_plugin.utils import checkpoint
 from mixprior_plugin.utils.checkpoint import extract_state_dict, load_checkpoint, load_state_checked
 from mixprior_plugin.utils.options import OptionError, check_known_keys, normalise_teacher_aliases
@@ -80,7 +82,7 @@ def build_frozen_teacher(opt, device='cpu'):
     return net_t
 
 
-FEAT_NORM_MODES = ('auto', 'teacher', 'per_network', 'off')
+FEAT_NORM_MODES = options_schema.FEAT_NORM_MODES
 
 
 def feat_norm_mode(value, net_t, net_g):
@@ -131,8 +133,9 @@ class KDModel(SRModel):
         opt (dict): BasicSR options.
     """
 
-    EXTRA_SECTIONS = {'distill': DISTILL_KEYS}
-    TRAIN_KEYS = SR_TRAIN_KEYS + ('kd_opt', 'feat_opt', 'optim_extra')
+    # plugin sections and train keys this model reads (their defaults and checks: options_schema)
+    EXTRA_SECTIONS = {'distill': options_schema.allowed_keys('distill', 'KDModel')}
+    TRAIN_KEYS = SR_TRAIN_KEYS + options_schema.train_keys('KDModel')
 
     def __init__(self, opt):
         normalise_teacher_aliases(opt)
@@ -149,10 +152,10 @@ class KDModel(SRModel):
             opt (dict): Options.
             check_files (bool): Also require the teacher weights file to exist.
         """
-        for section, keys in cls.EXTRA_SECTIONS.items():
-            check_known_keys(opt.get(section), keys, section)
-        for section in ('mixer', ):  # sections of other plugin models, silently unused here otherwise
-            if section not in cls.EXTRA_SECTIONS and opt.get(section) is not None:
+        for section in cls.EXTRA_SECTIONS:  # unknown keys, types, choices and ranges
+            options_schema.check_section(opt, section, cls)
+        for section in options_schema.SECTIONS:  # sections of other plugin models, silently unused here otherwise
+            if section != 'train' and section not in cls.EXTRA_SECTIONS and opt.get(section) is not None:
                 raise OptionError(f'Option section {section!r} is not read by {cls.__name__}: '
                                   'use model_type: MiPKDModel or remove the section')
         num_gpu = opt.get('num_gpu')
@@ -204,14 +207,14 @@ class KDModel(SRModel):
         logger = get_root_logger()
         train_opt = self.opt['train']
         self.net_t = self.build_teacher()
-        self.cri_kd = build_loss(train_opt.get('kd_opt') or dict(type='L1Loss', loss_weight=1.0)).to(self.device)
+        self.cri_kd = build_loss(train_opt.get('kd_opt') or options_schema.default('train', 'kd_opt')).to(self.device)
         self.feat_terms = [t.to(self.device) for t in self.feat_terms_for(self.opt)]
 
         self.adapter_t = self.adapter_g = self.recorder_t = self.recorder_g = None
         if self.uses_features_for(self.opt, self.feat_terms):
             distill_opt = self.opt.get('distill') or {}
             self.adapter_t, self.adapter_g = build_adapters(distill_opt, self.net_t, self.get_bare_model(self.net_g))
-            if distill_opt.get('check_adapters', True):
+            if distill_opt.get('check_adapters', options_schema.default('distill', 'check_adapters')):
                 self.adapter_t.check_matches_forward()
                 self.adapter_g.check_matches_forward()
             self.recorder_t = FeatureRecorder(self.adapter_t)
@@ -261,10 +264,11 @@ class KDModel(SRModel):
             return extra
         distill_opt = opt.get('distill') or {}
         k = adapter_t.num_stages
-        mode = feat_norm_mode(distill_opt.get('feat_norm', 'auto'), adapter_t.net, adapter_g.net)
+        distill_default = functools.partial(options_schema.default, 'distill')
+        mode = feat_norm_mode(distill_opt.get('feat_norm', distill_default('feat_norm')), adapter_t.net, adapter_g.net)
         extra['feat_norm'] = build_network(
             dict(type='FeatureNormalizer', num_points=k, enabled=mode != 'off', per_network=mode == 'per_network',
-                 momentum=distill_opt.get('feat_norm_momentum', 0.99)))
+                 momentum=distill_opt.get('feat_norm_momentum', distill_default('feat_norm_momentum'))))
         connectors = nn.ModuleDict()
         for i, term in enumerate(feat_terms):
             kernel = getattr(term, 'connector_kernel', None)

@@ -45,29 +45,16 @@ from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from mixprior_plugin.archs.prior_mixer_arch import ENCODER_TYPES, MASK_TYPES, SHARING_MODES
-from mixprior_plugin.stages import DISTILL_KEYS
+from mixprior_plugin import options_schema
+from mixprior_plugin.archs.prior_mixer_arch import MASK_TYPES
 from mixprior_plugin.utils.checkpoint import python_rng_state, set_python_rng_state
-from mixprior_plugin.utils.options import OptionError, check_type
+from mixprior_plugin.utils.options import OptionError
 
-from .kd_model import KDModel, loss_weight
+from .kd_model import SR_TRAIN_KEYS, KDModel, loss_weight
 
-MIXER_KEYS = {
-    'latent_channels': None,
-    'encoder': ('type', 'sharing'),
-    'mask': ('type', 'ratio', 'grid_size'),
-    'route': ('mode', 'prob', 'tail', 'batch_fraction', 'k0'),
-    'detach_teacher_latent': None,
-    'ae_warmup_iters': None,
-}
-ROUTE_MODES = ('per_stage', 'single_switch')
-TAIL_OWNERS = ('student', 'last_stage')
-K0_MODES = ('routed', 'any')
-DEFAULT_LOSSES = {
-    'fpm_opt': dict(type='L1Loss', loss_weight=1.0),
-    'bpm_opt': dict(type='L1Loss', loss_weight=0.1),
-    'ae_opt': dict(type='L1Loss', loss_weight=1.0),
-}
+# The options' home is mixprior_plugin/options_schema.py; these names are kept for importers.
+MIXER_KEYS = options_schema.allowed_keys('mixer', 'MiPKDModel')
+ROUTE_MODES, TAIL_OWNERS, K0_MODES = options_schema.ROUTE_MODES, options_schema.TAIL_OWNERS, options_schema.K0_MODES
 
 _OFF = dict(type='L1Loss', loss_weight=0.0)
 # The paper's ablations as option deltas (merged into a MiPKD option file): README lists them,
@@ -91,44 +78,12 @@ ABLATIONS = {
 
 
 def mixer_settings(opt):
-    """The ``mixer`` section with defaults filled in and values checked (errors name the key)."""
-    m = opt.get('mixer') or {}
-    enc, mask, route = m.get('encoder') or {}, m.get('mask') or {}, m.get('route') or {}
-    s = dict(
-        latent_channels=m.get('latent_channels'),
-        encoder_type=enc.get('type', 'cnn'), sharing=enc.get('sharing', 'separate'),
-        mask_type=mask.get('type', 'random3d'), mask_ratio=mask.get('ratio', 0.5), grid_size=mask.get('grid_size', 4),
-        route_mode=route.get('mode', 'per_stage'), route_prob=route.get('prob', 0.5),
-        tail=route.get('tail', 'student'), batch_fraction=route.get('batch_fraction', 1.0),
-        k0_mode=route.get('k0', 'routed'), detach_teacher_latent=m.get('detach_teacher_latent', False),
-        ae_warmup_iters=m.get('ae_warmup_iters', 0))
-    if s['latent_channels'] is not None:
-        check_type(s['latent_channels'], int, 'mixer.latent_channels')
-        if s['latent_channels'] < 1:
-            raise OptionError(f'Option mixer.latent_channels={s["latent_channels"]} must be >= 1 '
-                              '(or ~ for the student width)')
-    for value, allowed, key in ((s['encoder_type'], ENCODER_TYPES, 'mixer.encoder.type'),
-                                (s['sharing'], SHARING_MODES, 'mixer.encoder.sharing'),
-                                (s['mask_type'], MASK_TYPES, 'mixer.mask.type'),
-                                (s['route_mode'], ROUTE_MODES, 'mixer.route.mode'),
-                                (s['tail'], TAIL_OWNERS, 'mixer.route.tail'),
-                                (s['k0_mode'], K0_MODES, 'mixer.route.k0')):
-        if value not in allowed:
-            raise OptionError(f'Option {key}={value!r} is not one of {", ".join(allowed)}')
-    for key, value, low_open in (('mixer.mask.ratio', s['mask_ratio'], False),
-                                 ('mixer.route.prob', s['route_prob'], False),
-                                 ('mixer.route.batch_fraction', s['batch_fraction'], True)):
-        check_type(value, (int, float), key)
-        if not (0 < value <= 1 if low_open else 0 <= value <= 1):
-            raise OptionError(f'Option {key}={value} must lie in {"(0, 1]" if low_open else "[0, 1]"}')
-    check_type(s['grid_size'], int, 'mixer.mask.grid_size')
-    if s['grid_size'] < 1:
-        raise OptionError(f'Option mixer.mask.grid_size={s["grid_size"]} must be >= 1')
-    check_type(s['ae_warmup_iters'], int, 'mixer.ae_warmup_iters')
-    if s['ae_warmup_iters'] < 0:
-        raise OptionError(f'Option mixer.ae_warmup_iters={s["ae_warmup_iters"]} must be >= 0')
-    check_type(s['detach_teacher_latent'], bool, 'mixer.detach_teacher_latent')
-    return s
+    """The ``mixer`` section with defaults filled in and values checked (errors name the key).
+
+    Returns:
+        dict: Flat names (``mask_ratio``, ``route_prob``, ...; see options_schema) -> values.
+    """
+    return options_schema.settings(opt, 'mixer', 'MiPKDModel')
 
 
 def draw_hybrid(rng, num_points, k0_mode='routed', route_mode='per_stage', prob=0.5, tail='student'):
@@ -169,13 +124,8 @@ class MiPKDModel(KDModel):
         opt (dict): BasicSR options.
     """
 
-    EXTRA_SECTIONS = {'distill': DISTILL_KEYS, 'mixer': MIXER_KEYS}
-    TRAIN_KEYS = KDModel.TRAIN_KEYS + tuple(DEFAULT_LOSSES)
-
-    @classmethod
-    def check_options(cls, opt, check_files=True):
-        super().check_options(opt, check_files)  # also the loss dicts of TRAIN_KEYS
-        mixer_settings(opt)
+    EXTRA_SECTIONS = {'distill': options_schema.allowed_keys('distill'), 'mixer': MIXER_KEYS}
+    TRAIN_KEYS = SR_TRAIN_KEYS + options_schema.train_keys('MiPKDModel')
 
     @classmethod
     def uses_features_for(cls, opt, feat_terms):
@@ -205,7 +155,8 @@ class MiPKDModel(KDModel):
         self.mixer_opt = mixer_settings(self.opt)
         train_opt = self.opt['train']
         self.cri_fpm, self.cri_bpm, self.cri_ae = (
-            build_loss(train_opt.get(key) or default).to(self.device) for key, default in DEFAULT_LOSSES.items())
+            build_loss(train_opt.get(key) or default).to(self.device)
+            for key, default in options_schema.loss_defaults('MiPKDModel', own=True).items())
         self.last_route = None
         # Own generator for k0 and the route: drawing from Python's global `random` would shift
         # BasicSR's data augmentation and break equal-data comparisons with other methods.
