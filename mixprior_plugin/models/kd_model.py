@@ -20,6 +20,7 @@ DDP-wrapped, never saved. Extra trainable modules (connectors, mixers) live in `
 their own optimizer (so their own scheduler), are saved as ``net_extra_<iter>.pth`` beside
 ``net_g`` and restored on resume. Validation, test and export see the plain student.
 """
+import contextlib
 import functools
 import os
 from collections import OrderedDict
@@ -41,10 +42,33 @@ from mixprior_plugin.utils import checkpoint
 from mixprior_plugin.utils.checkpoint import extract_state_dict, load_checkpoint, load_state_checked
 from mixprior_plugin.utils.options import OptionError, check_known_keys, normalise_teacher_aliases
 
+# train.amp: the autocast dtype of the training step (YAML reads a bare `off` as False).
+AMP_DTYPES = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
 # BasicSR's SRModel train keys; a distillation model adds its own (a typo such as `fmp_opt` would
 # otherwise silently switch a term off).
 # (perceptual_opt is SRModel's too, but a KD model's losses are its own: it is refused, not ignored.)
 SR_TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt')
+
+
+def precision_settings(train_opt):
+    """Resolve ``train.amp`` and ``train.channels_last`` (errors name the key).
+
+    Args:
+        train_opt (dict): The ``train`` section.
+
+    Returns:
+        tuple[torch.dtype | None, bool]: The autocast dtype (None: fp32) and whether nets and
+        batches use the channels_last memory format.
+    """
+    amp = train_opt.get('amp', 'off')
+    amp = 'off' if amp is False or amp is None else amp
+    if not isinstance(amp, str) or amp not in AMP_DTYPES:
+        raise OptionError(f'Option train.amp={amp!r} is not one of {", ".join(AMP_DTYPES)}')
+    channels_last = train_opt.get('channels_last', False)
+    if not isinstance(channels_last, bool):
+        raise OptionError(f'Option train.channels_last={channels_last!r} must be true or false')
+    return AMP_DTYPES[amp], channels_last
 
 
 def loss_weight(loss):
@@ -206,6 +230,7 @@ class KDModel(SRModel):
     def init_training_settings(self):
         logger = get_root_logger()
         train_opt = self.opt['train']
+        self.amp_dtype, self.channels_last = precision_settings(train_opt)
         self.net_t = self.build_teacher()
         self.cri_kd = build_loss(train_opt.get('kd_opt') or options_schema.default('train', 'kd_opt')).to(self.device)
         self.feat_terms = [t.to(self.device) for t in self.feat_terms_for(self.opt)]
@@ -222,10 +247,24 @@ class KDModel(SRModel):
             logger.info('Distillation stages: teacher ends %s, student ends %s', self.adapter_t.stage_ends,
                         self.adapter_g.stage_ends)
         self.net_extra = self.extra_modules_for(self.opt, self.adapter_t, self.adapter_g, self.feat_terms).to(self.device)
+        if self.channels_last:  # before the optimizers see the parameters (converted in place anyway)
+            for net in (self.net_g, self.net_t, self.net_extra):
+                net.to(memory_format=torch.channels_last)
+        if self.amp_dtype is not None:
+            # The frozen teacher only ever runs under autocast: holding it in the autocast dtype
+            # halves its memory and saves casting its weights on every call.
+            self.net_t.to(self.amp_dtype)
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         pristine_train_opt = deepcopy(train_opt)
         super().init_training_settings()  # EMA, pixel loss, optimizers, schedulers
         # BasicSR pops 'type' out of optim_g/scheduler; keep self.opt usable (e.g. re-saving it).
         self.opt['train'] = pristine_train_opt
+        if self.channels_last and hasattr(self, 'net_g_ema'):
+            self.net_g_ema.to(memory_format=torch.channels_last)
+        if self.amp_dtype is not None or self.channels_last:
+            logger.info('Training step: autocast %s, channels_last %s; validation and saved weights stay fp32.',
+                        self.amp_dtype or 'off', self.channels_last)
 
         self.train_step = DistillStep(self)
         if self.opt['dist']:
@@ -293,6 +332,21 @@ class KDModel(SRModel):
             self.optimizers.append(self.optimizer_extra)
 
     # ------------------------------------------------------------------ training
+    def feed_data(self, data):
+        """BasicSR's feed_data; with ``train.channels_last`` the batches are channels_last too."""
+        super().feed_data(data)
+        if getattr(self, 'channels_last', False):
+            self.lq = self.lq.contiguous(memory_format=torch.channels_last)
+            if hasattr(self, 'gt'):
+                self.gt = self.gt.contiguous(memory_format=torch.channels_last)
+
+    def autocast(self):
+        """The training step's autocast context (``train.amp``); a no-op context when it is off."""
+        dtype = getattr(self, 'amp_dtype', None)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
     @torch.no_grad()
     def run_teacher(self, lq):
         """Teacher output, head feature and stage features, without gradients.
@@ -396,15 +450,24 @@ class KDModel(SRModel):
     def optimize_parameters(self, current_iter):
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
-        teacher = self.run_teacher(self.lq)
-        losses, logs = self.train_step(self.lq, self.gt, teacher, current_iter)
+        with self.autocast():  # the losses themselves run in fp32 under autocast
+            teacher = self.run_teacher(self.lq)
+            losses, logs = self.train_step(self.lq, self.gt, teacher, current_iter)
         if not losses:
             raise OptionError('Every loss weight is 0: nothing to train (check train.*_opt loss_weight)')
         l_total = sum(losses.values())
         self.check_finite(l_total, losses, current_iter)
-        l_total.backward()
-        for optimizer in self.optimizers:
-            optimizer.step()
+        scaler = getattr(self, 'grad_scaler', None)
+        if scaler is None:
+            l_total.backward()
+            for optimizer in self.optimizers:
+                optimizer.step()
+        else:
+            scaler.scale(l_total).backward()
+            for optimizer in self.optimizers:
+                scaler.step(optimizer)  # skipped when a gradient overflowed; the scale then shrinks
+            scaler.update()
+            logs['amp_scale'] = scaler.get_scale()
         self.log_dict = self.reduce_loss_dict(losses)
         self.log_dict.update(logs)
         if self.ema_decay > 0:
@@ -425,7 +488,10 @@ class KDModel(SRModel):
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
         was_training = net.training
         net.eval()
-        self.output = sr_tensor(net, self.lq, self.opt.get('scale', 1), self.opt['network_g'].get('window_size'))
+        # fp32 whatever train.amp says, also when called inside an autocast region
+        with torch.autocast(self.device.type, enabled=False):
+            self.output = sr_tensor(net, self.lq.float(), self.opt.get('scale', 1),
+                                    self.opt['network_g'].get('window_size'))
         net.train(was_training)
 
     # ------------------------------------------------------------------ saving
@@ -439,6 +505,19 @@ class KDModel(SRModel):
     save_network = checkpoint.save_network
     save_training_state = checkpoint.save_training_state
     load_network = checkpoint.load_network
+
+    def training_state_extras(self):
+        """The fp16 gradient scaler's state (``train.amp: fp16``), so a resumed run keeps its scale."""
+        scaler = getattr(self, 'grad_scaler', None)
+        return dict(grad_scaler=scaler.state_dict()) if scaler is not None else {}
+
+    def restore_training_state_extras(self, extras):
+        scaler = getattr(self, 'grad_scaler', None)
+        if scaler is not None and extras.get('grad_scaler'):
+            scaler.load_state_dict(extras['grad_scaler'])
+        elif scaler is not None:
+            get_root_logger().warning('The training state holds no gradient scaler (a run without train.amp: fp16): '
+                                      f'starting from scale {scaler.get_scale():g}.')
 
     def resume_training(self, resume_state):
         """Restore extra modules, then optimizers, schedulers and RNG states (counts must match)."""

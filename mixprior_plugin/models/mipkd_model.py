@@ -37,7 +37,9 @@ The teacher's features and output are computed once per step (under no_grad) and
 term; the block path reuses the student's features, the FPM's Z_M at k0 and, when the first routed
 stage is the teacher's, the FPM's D_T(Z_M), so it adds only the stages after k0 and one tail.
 """
+import contextlib
 import random
+
 import torch
 from torch import nn
 
@@ -125,7 +127,11 @@ class MiPKDModel(KDModel):
     """
 
     EXTRA_SECTIONS = {'distill': options_schema.allowed_keys('distill'), 'mixer': MIXER_KEYS}
-    TRAIN_KEYS = SR_TRAIN_KEYS + options_schema.train_keys('MiPKDModel')
+    TRAIN_KEYS = SR_TRAIN_KEYS + options_schema.train_keys('MiPKDModel') + ('block_path_every', )
+    # Recorder hooks are off while the hybrid runs (it reuses stage blocks whose hooks would
+    # record, and for SwinIR copy, features nobody reads). False restores the earlier path for
+    # before/after timings in tools/speed.py; the losses are the same either way.
+    pause_recorders_in_block_path = True
 
     @classmethod
     def uses_features_for(cls, opt, feat_terms):
@@ -154,6 +160,11 @@ class MiPKDModel(KDModel):
     def init_training_settings(self):
         self.mixer_opt = mixer_settings(self.opt)
         train_opt = self.opt['train']
+        self.block_path_every = train_opt.get('block_path_every', 1)
+        if isinstance(self.block_path_every, bool) or not isinstance(self.block_path_every, int) \
+                or self.block_path_every < 1:
+            raise OptionError(f'Option train.block_path_every={self.block_path_every!r} must be an integer >= 1 '
+                              '(1: a hybrid every step, the method as published)')
         self.cri_fpm, self.cri_bpm, self.cri_ae = (
             build_loss(train_opt.get(key) or default).to(self.device)
             for key, default in options_schema.loss_defaults('MiPKDModel', own=True).items())
@@ -165,9 +176,10 @@ class MiPKDModel(KDModel):
 
     def training_state_extras(self):
         """The route generator's state, so a resumed run draws the same hybrids."""
-        return dict(route_rng=python_rng_state(self.route_rng))
+        return dict(super().training_state_extras(), route_rng=python_rng_state(self.route_rng))
 
     def restore_training_state_extras(self, extras):
+        super().restore_training_state_extras(extras)
         if 'route_rng' in extras:
             set_python_rng_state(self.route_rng, extras['route_rng'])
 
@@ -179,7 +191,9 @@ class MiPKDModel(KDModel):
         num_points = len(mixers)
         warm_up = current_iter <= self.mixer_opt['ae_warmup_iters']
         w_fpm = 0.0 if warm_up else loss_weight(self.cri_fpm)
-        w_bpm = 0.0 if warm_up else loss_weight(self.cri_bpm)
+        # train.block_path_every N > 1: the hybrid runs on iterations 1, N + 1, 2N + 1, ... only (a cost saver)
+        off_step = (current_iter - 1) % self.block_path_every != 0
+        w_bpm = 0.0 if warm_up or off_step else loss_weight(self.cri_bpm)
 
         # Mixed latents: at every point for the FPM, at k0 only when the BPM alone needs one.
         route = self.draw_hybrid(num_points) if w_bpm else None
@@ -194,8 +208,9 @@ class MiPKDModel(KDModel):
         if w_bpm:
             _, owners, tail_owner = route
             n = max(1, round(student['out'].shape[0] * self.mixer_opt['batch_fraction']))
-            out_mix = self.block_path(k0, mixed[k0]['z_m'][:n], owners, tail_owner, student, teacher, n,
-                                      decoded_t=mixed[k0]['recon_t'][:n])
+            with self.recorders_paused():
+                out_mix = self.block_path(k0, mixed[k0]['z_m'][:n], owners, tail_owner, student, teacher, n,
+                                          decoded_t=mixed[k0]['recon_t'][:n])
             losses['l_bpm'] = self.cri_bpm(out_mix, teacher['out'][:n])
             logs['bpm_teacher_stages'] = owners.count('t')
             logs['bpm_teacher_share'] = owners.count('t') / num_points
@@ -207,6 +222,22 @@ class MiPKDModel(KDModel):
                 total = total + self.cri_ae(mixer.decode(z_t, 't'), feats_t[k])
                 total = total + self.cri_ae(mixer.decode(mixer.encode(f_s, 's'), 's'), f_s)
             losses['l_ae'] = total
+
+    @contextlib.contextmanager
+    def recorders_paused(self):
+        """Remove the feature recorders' hooks for the duration; what they recorded is kept."""
+        recorders = [r for r in (self.recorder_t, self.recorder_g) if r is not None]
+        if not self.pause_recorders_in_block_path:
+            recorders = []
+        for recorder in recorders:
+            recorder.remove()
+        try:
+            yield
+        finally:
+            for recorder in recorders:
+                head, features = recorder.head, recorder.features
+                recorder.__init__(recorder.adapter)  # registers the hooks again (and clears)
+                recorder.head, recorder.features = head, features
 
     def draw_hybrid(self, num_points):
         """This step's hybrid (see :func:`draw_hybrid`), from the model's own route generator."""
