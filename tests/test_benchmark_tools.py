@@ -5,6 +5,8 @@ import os
 import shutil
 import sys
 
+import pytest
+
 from helpers import REPO, make_paired_folder
 
 sys.path.insert(0, os.path.join(REPO, 'tools'))
@@ -54,14 +56,30 @@ def test_benchmark_cpu_profile_smoke_pairs_seeds_sweeps_and_resumes(tmp_path):
     assert rec['iters'] == 4
 
 
-def test_speed_smoke_every_pair_and_method(tmp_path):
-    result = speed.main(['--smoke', '--out', str(tmp_path)])
+def test_speed_smoke_interleaved_floor_ratios_profile(tmp_path):
+    """Every pair and method on the product path (build_model + optimize_parameters), ratios per round."""
+    result = speed.main(['--smoke', '--profile', '--methods', *speed.METHODS, '--out', str(tmp_path)])
     rows = {(r['pair'], r['method']): r for r in result['training']}
     assert set(rows) == {(p, m) for p in speed.PAIRS for m in speed.METHODS}
     for pair in speed.PAIRS:
-        assert rows[(pair, 'LogitsKD')]['ratio_to_logits_kd'] == 1.0
-        assert rows[(pair, 'MiPKD')]['step_ms'] > 0
+        logits, mipkd = rows[(pair, 'LogitsKD')], rows[(pair, 'MiPKD')]
+        assert logits['ratio_to_logits_kd']['median'] == 1.0
+        assert len(mipkd['step_ms_raw']) == 2 and mipkd['step_ms']['mean'] > 0 and mipkd['rss_growth_gib'] >= 0
+        # per-round ratios: the median ratio is the median of step_i(MiPKD) / step_i(Logits-KD)
+        ratios = [a / b for a, b in zip(mipkd['step_ms_raw'], logits['step_ms_raw'])]
+        assert abs(mipkd['ratio_to_logits_kd']['median'] - sum(ratios) / 2) < 0.01
+        assert rows[(pair, 'floor')]['ratio_to_floor']['median'] == 1.0
+    # the variants ran with their options: half-batch hybrid, one hybrid every 2 steps, the old block path
+    assert rows[(speed.PAIRS[0], 'MiPKD-bpm-half')]['option_file'].endswith('train_MiPKD_EDSR_C256B32-C64B32_x4.yml')
+    profiles = {(p['pair'], p['method']): p for p in result['profile']}
+    parts = profiles[(speed.PAIRS[0], 'MiPKD')]['parts']
+    assert {'teacher forward', 'student forward', 'mixers', 'hybrid stages', 'losses', 'backward'} <= set(parts)
+    assert abs(sum(parts.values()) - profiles[(speed.PAIRS[0], 'MiPKD')]['step_ms']) < 1.0
     assert {r['pair'] for r in result['inference']} == set(speed.PAIRS)
     assert all(r['exported_ms'] > 0 and r['direct_ms'] > 0 for r in result['inference'])
-    assert '| pair | method | step ms | / Logits-KD | peak GiB |' in open(tmp_path / 'speed.md').read()
+    md = open(tmp_path / 'speed.md').read()
+    assert '| / Logits-KD | / floor |' in md and 'MiPKD / Logits-KD' in md and '## Where the time goes' in md
+    assert open(tmp_path / 'speed.png', 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
     assert json.load(open(tmp_path / 'speed.json'))['meta']['git_commit']
+    with pytest.raises(SystemExit):  # too few timed rounds for the random route to average out
+        speed.main(['--steps', '3', '--out', str(tmp_path)])
