@@ -27,13 +27,10 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
-import time
 from collections import OrderedDict
 
-if __package__ in (None, ''):  # run as `python tools/complexity.py` from anywhere
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mixprior_plugin.utils.tooling import count_params, forward_latency
 
 NETWORK_LABELS = OrderedDict([('network_t', 'teacher'), ('network_g', 'student')])
 
@@ -98,23 +95,8 @@ def count_flops(net, x):
     from mmengine.analysis import FlopAnalyzer
     analyzer = FlopAnalyzer(net, (x, ))
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
-    return int(analyzer.total()), {k: int(v) for k, v in analyzer.by_operator().items()}, dict(analyzer.unsupported_ops())
-
-
-def measure_latency(net, x, runs, warmup):
-    """Median seconds of ``runs`` forwards after ``warmup`` ones (CUDA synchronised)."""
-    import torch
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    times = []
-    with torch.no_grad():
-        for i in range(warmup + runs):
-            sync()
-            t0 = time.perf_counter()
-            net(x)
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    by_operator = {k: int(v) for k, v in analyzer.by_operator().items()}
+    return int(analyzer.total()), by_operator, dict(analyzer.unsupported_ops())
 
 
 def analyse(archs, shape, devices=('cpu', 'cuda'), runs=10, warmup=3, latency=True):
@@ -123,8 +105,8 @@ def analyse(archs, shape, devices=('cpu', 'cuda'), runs=10, warmup=3, latency=Tr
     from tqdm import tqdm
     available = [d for d in devices if d == 'cpu' or (d.startswith('cuda') and torch.cuda.is_available())]
     if latency and len(available) < len(devices):
-        print(f'Latency on {", ".join(available) or "no device"} only: {", ".join(sorted(set(devices) - set(available)))} '
-              'not available here', file=sys.stderr)
+        missing = ', '.join(sorted(set(devices) - set(available)))
+        print(f'Latency on {", ".join(available) or "no device"} only: {missing} not available here', file=sys.stderr)
     devices = available
     rows = []
     for label, arch in tqdm(archs, desc='archs', unit='arch', disable=len(archs) < 2):
@@ -134,14 +116,14 @@ def analyse(archs, shape, devices=('cpu', 'cuda'), runs=10, warmup=3, latency=Tr
         with torch.no_grad():
             out = net(x)
         flops, by_operator, unsupported = count_flops(net, x)
-        row = OrderedDict(label=label, type=arch['type'], arch=arch, params=sum(p.numel() for p in net.parameters()),
+        row = OrderedDict(label=label, type=arch['type'], arch=arch, params=count_params(net),
                           flops=flops, flops_by_operator=by_operator, input_shape=[1, *in_shape],
                           output_shape=list(out.shape), note=note,
                           uncounted_ops=unsupported, latency_s=OrderedDict())
         if latency:
             for device in devices:
                 dev_net, dev_x = net.to(device), x.to(device)
-                row['latency_s'][device] = measure_latency(dev_net, dev_x, runs, warmup)
+                row['latency_s'][device] = forward_latency(dev_net, dev_x, runs, warmup)
                 net.to('cpu')
         rows.append(row)
     return rows
@@ -168,7 +150,8 @@ def table(rows):
     labels = [r['label'] for r in rows]
     if 'teacher' in labels and 'student' in labels:
         t, s = rows[labels.index('teacher')], rows[labels.index('student')]
-        notes.append(f'student/teacher: params {s["params"] / t["params"]:.3f}, FLOPs {s["flops"] / max(t["flops"], 1):.3f}'
+        notes.append(f'student/teacher: params {s["params"] / t["params"]:.3f}, '
+                     f'FLOPs {s["flops"] / max(t["flops"], 1):.3f}'
                      + ''.join(f', latency {d} {s["latency_s"][d] / t["latency_s"][d]:.3f}'
                                for d in devices if d in s['latency_s'] and d in t['latency_s']))
     notes.append('FLOPs: mmengine FlopAnalyzer, one multiply-add = 1 (Multi-Adds); element-wise ops not counted.')

@@ -46,15 +46,23 @@ import json
 import os
 import sys
 
-if __package__ in (None, ''):  # run as `python tools/evaluate.py` from anywhere
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mixprior_plugin.evaluation import (
+    BICUBIC,
+    DEFAULT_SETS,
+    EvalError,
+    Method,
+    build_method,
+    evaluate,
+    find_image,
+    load_arch,
+    markdown,
+    parse_compare,
+    plot_crop,
+    plot_deltas,
+    sr_tensor,  # noqa: F401  (tests call evaluate.sr_tensor)
+)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_ROOT = os.path.normpath(os.path.join(REPO, '..', 'shared', 'datasets'))
-
-from mixprior_plugin.evaluation import (BICUBIC, DEFAULT_SETS, EvalError, Method, build_method,  # noqa: E402
-                                        evaluate, find_image, load_arch, markdown, parse_compare, plot_crop,
-                                        plot_deltas, sr_tensor)
+DEFAULT_ROOT = 'datasets'  # BasicSR's layout, relative to the current folder (as option files' dataroot_*)
 
 
 def run(args):
@@ -125,8 +133,8 @@ def main(argv=None):
     parser.add_argument('--bicubic', action='store_true', help='add MATLAB-bicubic upsampling as a method '
                         '(last column; alone: evaluate bicubic only)')
     parser.add_argument('--datasets-root', default=DEFAULT_ROOT,
-                        help='folder with <Set>/HR and <Set>/LR_bicubic/X<s> (default: ../shared/datasets '
-                        'relative to the repository, %(default)s)')
+                        help='folder with <Set>/HR and <Set>/LR_bicubic/X<s> (default: %(default)s, '
+                        'relative to the current folder)')
     parser.add_argument('--sets', nargs='+', default=list(DEFAULT_SETS), help='test sets (default: %(default)s)')
     parser.add_argument('--tile', type=int, help='LR tile size for large images (multiple of window_size)')
     parser.add_argument('--tile-overlap', type=int, default=16, help='overlap of tiles in LR pixels (default 16)')

@@ -12,13 +12,8 @@ Examples::
     python tools/export_student.py -opt rcan.yml --ckpt net_g_latest.pth -o rcan --formats safetensors \\
         --rcan-layout original
 """
-import os
-import sys
 
-if __package__ in (None, ''):  # run as `python tools/export_student.py` from anywhere
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mixprior_plugin.export import STUDENT_PREFIXES, export_student, student_state_dict  # noqa: E402,F401
+from mixprior_plugin.export import STUDENT_PREFIXES, export_student, student_state_dict  # noqa: F401
 
 
 def export(opt_path, ckpt_path, out_path, key='params_ema', formats=None, **kwargs):

@@ -37,9 +37,7 @@ import sys
 import tempfile
 from collections import OrderedDict
 
-if __package__ in (None, ''):  # run as `python tools/inspect_gradients.py` from anywhere
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+from mixprior_plugin.utils.tooling import count_params
 
 RANDOM_DATASET = 'InspectGradientsRandomPairs'
 
@@ -57,6 +55,7 @@ def register_random_dataset():
     """
     import torch
     from torch.utils import data
+
     from basicsr.utils.registry import DATASET_REGISTRY
     if RANDOM_DATASET in DATASET_REGISTRY:
         return
@@ -89,6 +88,7 @@ def _plain(value):
 def _save_random_teacher(opt, folder):
     """Save a randomly initialised ``network_t`` (seed ``manual_seed``) under the teacher's param key."""
     import torch
+
     from basicsr.archs import build_network
     if 'network_t' not in opt:
         raise InspectError('--teacher-random: the option file has no network_t (nor network_teacher / '
@@ -278,7 +278,7 @@ def inspect(opt_path, num_batches=3, teacher_random=False, random_data=False, cp
         batches=len(per_batch_total), data='random LR/HR pairs' if random_data else 'the training set',
         batch_size=opt['datasets']['train']['batch_size_per_gpu'],
         teacher='random' if teacher_random else opt['path'].get('pretrain_network_t'),
-        student_params=sum(p.numel() for p in student), extra_params=sum(p.numel() for p in extra),
+        student_params=count_params(student), extra_params=count_params(extra),
         terms=list(rows.values()), total=total)
 
 

@@ -30,14 +30,10 @@ import os
 import sys
 from collections import OrderedDict
 
-if __package__ in (None, ''):  # run as `python tools/inspect_stages.py` from anywhere
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mixprior_plugin import options_schema
+from mixprior_plugin.utils.tooling import count_buffers, count_params, load_options
 
 REQUIRED_CLASSMETHODS = ('check_options', 'feat_terms_for', 'uses_features_for', 'extra_modules_for')
-
-
-def count_params(module):
-    return sum(p.numel() for p in module.parameters())
 
 
 def model_class(opt, opt_path):
@@ -84,13 +80,13 @@ def window_of(arch, net):
 def inspect(opt_path, lr_size=48, device='cpu'):
     """Everything the tool prints, as a dict."""
     import torch
+
     from basicsr.archs import build_network
 
     from mixprior_plugin.models.kd_model import build_frozen_teacher
     from mixprior_plugin.stages import build_adapters, num_body_blocks
-    from mixprior_plugin.utils.options import OptionError, normalise_teacher_aliases, yaml_load
-    opt = yaml_load(opt_path)
-    normalise_teacher_aliases(opt)
+    from mixprior_plugin.utils.options import OptionError
+    opt = load_options(opt_path)
     cls = model_class(opt, opt_path)
     cls.check_options(opt)
     if 'network_g' not in opt:
@@ -114,7 +110,7 @@ def inspect(opt_path, lr_size=48, device='cpu'):
     note = None
     try:
         adapter_t, adapter_g = build_adapters(distill_opt, net_t, net_g)
-        if used and distill_opt.get('check_adapters', True):
+        if used and distill_opt.get('check_adapters', options_schema.default('distill', 'check_adapters')):
             adapter_t.check_matches_forward()
             adapter_g.check_matches_forward()
     except OptionError as err:
@@ -142,8 +138,11 @@ def inspect(opt_path, lr_size=48, device='cpu'):
     info['extra_params'] = count_params(extra)
     info['extra_modules'] = [
         OrderedDict(name=name, type=type(m).__name__, params=count_params(m),
-                    buffers=sum(b.numel() for b in m.buffers()))
+                    buffers=count_buffers(m))
         for name, m in extra.named_modules() if name and name.count('.') <= 1]
+    # every plugin option the run will use, defaults filled in from the schema
+    info['settings'] = OrderedDict((section, options_schema.settings(opt, section, cls))
+                                   for section in cls.EXTRA_SECTIONS)
     info['note'] = note if note else (None if used else 'this configuration records no stage features (no '
                                       'distill section, no train.feat_opt): the boundaries are shown for '
                                       'reference only')
@@ -156,7 +155,8 @@ def shape_str(shape):
 
 def report(info):
     t, g = info['teacher'], info['student']
-    lines = [f'{info["option_file"]}: model_type {info["model_type"]}, LR input {info["input_size"]}x{info["input_size"]}'
+    size = info['input_size']
+    lines = [f'{info["option_file"]}: model_type {info["model_type"]}, LR input {size}x{size}'
              + (f' (asked {info["lr_size"]}, rounded up to the window size)'
                 if info['input_size'] != info['lr_size'] else ''),
              'feature terms: ' + (', '.join(f'{ft["type"]} (weight {ft["loss_weight"]})' for ft in info['feat_terms'])
@@ -182,6 +182,8 @@ def report(info):
         indent = '  ' * (1 + m['name'].count('.'))
         lines.append(f'{indent}{m["name"]}: {m["type"]}, {m["params"]:,d} params'
                      + (f', {m["buffers"]:,d} buffer values' if m['buffers'] else ''))
+    for section, values in info.get('settings', {}).items():
+        lines.append(f'{section} (defaults filled in): ' + ', '.join(f'{k}={v}' for k, v in values.items()))
     lines.append(f'student + extra modules: {g["params"] + info["extra_params"]:,d} trainable parameters; '
                  f'student/teacher parameters {g["params"] / max(t["params"], 1):.3f}')
     return '\n'.join(lines)

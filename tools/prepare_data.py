@@ -34,13 +34,13 @@ Conventions:
 Examples::
 
     # training set: 96x96 HR sub-images (x4), 5 validation images, lmdb as well
-    python tools/prepare_data.py --hr-dir ../shared/datasets/T91/HR -o datasets/T91_x4 --scale 4 \\
+    python tools/prepare_data.py --hr-dir /data/T91/HR -o datasets/T91_x4 --scale 4 \\
         --crop-size 96 --step 48 --val-count 5 --lmdb
     # test set with its official LR files (grayscale bridge.png becomes 3-channel)
-    python tools/prepare_data.py --hr-dir ../shared/datasets/Set14/HR \\
-        --lr-dir ../shared/datasets/Set14/LR_bicubic/X4 -o datasets/Set14_x4 --scale 4
+    python tools/prepare_data.py --hr-dir /data/Set14/HR \\
+        --lr-dir /data/Set14/LR_bicubic/X4 -o datasets/Set14_x4 --scale 4
     # JPEG training set, whole images, LR named like the HR
-    python tools/prepare_data.py --hr-dir ../shared/datasets/BSD200/HR -o datasets/BSD200_x2 \\
+    python tools/prepare_data.py --hr-dir /data/BSD200/HR -o datasets/BSD200_x2 \\
         --scale 2 --lr-names plain
 """
 import argparse
@@ -49,9 +49,6 @@ import random
 import shutil
 import sys
 from collections import OrderedDict
-
-if __package__ in (None, ''):  # run as `python tools/prepare_data.py` from anywhere
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def subimage_positions(length, crop_size, step, thresh_size):
@@ -85,8 +82,16 @@ def prepare(hr_dir, out, scale, lr_dir=None, lr_names='suffix', crop_size=None, 
     """Write the paired layout; returns a summary dict (counts, skipped and gray names, folders)."""
     from tqdm import tqdm
 
-    from mixprior_plugin.utils.image_io import (check_lr_fits, crop_to_multiple, find_lr_file, imresize_uint8,
-                                                list_images, read_image, stem, write_image)
+    from mixprior_plugin.utils.image_io import (
+        check_lr_fits,
+        crop_to_multiple,
+        find_lr_file,
+        imresize_uint8,
+        list_images,
+        read_image,
+        stem,
+        write_image,
+    )
     if scale < 2:
         raise ValueError(f'--scale must be at least 2, got {scale}')
     if crop_size is None and step is not None:
