@@ -4,6 +4,7 @@ import os
 import pytest
 
 from basicsr.models import build_model
+
 from helpers import REPO, base_model_opt, save_random_teacher, tiny_arch
 from mixprior_plugin import options_schema
 from mixprior_plugin.models.kd_model import KDModel
