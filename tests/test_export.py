@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import FAMILIES, REPO, SHARED_DATASETS, run_cli, tiny_arch, write_yaml
 
 from basicsr.archs import build_network
+
+from helpers import FAMILIES, REPO, SHARED_DATASETS, run_cli, tiny_arch, write_yaml
 from mixprior_plugin import export
 from mixprior_plugin.evaluation import EvalError, build_method, sr_tensor
 from mixprior_plugin.utils.image_io import list_images, read_image
