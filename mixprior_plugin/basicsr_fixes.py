@@ -301,9 +301,10 @@ def _strip_local_rank_arg(argv):
 
 def exact_resume_requested(opt):
     """Exact resume (fix 7) is on for the plugin's models, off for BasicSR's, unless ``exact_resume`` says."""
+    from basicsr.utils.registry import MODEL_REGISTRY
+
     from mixprior_plugin.utils.options import OptionError
     from mixprior_plugin.utils.validation import registry_lookup
-    from basicsr.utils.registry import MODEL_REGISTRY
     value = opt.get('exact_resume')
     if value is not None:
         if not isinstance(value, bool):
@@ -320,8 +321,9 @@ def normalise_test_options(opt):
     * A KD student is evaluated with ``params_ema`` (falling back to ``params``), the key
       export_student.py and evaluate.py use; ``path.param_key_g`` overrides it.
     """
-    from mixprior_plugin.utils.validation import _is_kd_model, registry_lookup
     from basicsr.utils.registry import MODEL_REGISTRY
+
+    from mixprior_plugin.utils.validation import _is_kd_model, registry_lookup
     if opt.get('is_train'):
         return opt
     val = opt.get('val')

@@ -212,7 +212,8 @@ def main(argv=None):
     elapsed = time.time() - start
     from mixprior_plugin.utils.provenance import run_meta
     with open(os.path.join(results_dir, 'demo_results.json'), 'w') as f:
-        json.dump(dict(meta=run_meta(torch.device('cpu')), scale=SCALE, budget=budget, teacher=TEACHER, student=STUDENT, test_images=TEST_IMAGES,
+        json.dump(dict(meta=run_meta(torch.device('cpu')), scale=SCALE, budget=budget, teacher=TEACHER, student=STUDENT,
+                       test_images=TEST_IMAGES,
                        rows=rows, seconds=round(elapsed, 1)), f, indent=2)
     with open(os.path.join(results_dir, 'demo_results.md'), 'w') as f:
         f.write(table + '\n')

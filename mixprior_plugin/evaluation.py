@@ -224,8 +224,9 @@ def evaluate(methods, root, sets, scale, device='cpu', tile=None, overlap=0, sav
     Returns:
         dict: JSON-ready results (``sets`` -> method -> psnr/ssim/per-image values).
     """
-    from basicsr.metrics import calculate_psnr, calculate_ssim
     from tqdm import tqdm
+
+    from basicsr.metrics import calculate_psnr, calculate_ssim
 
     from mixprior_plugin.utils.image_io import write_image
     all_items = OrderedDict((s, test_set_items(root, s, scale)) for s in sets)  # fail early on a missing set

@@ -10,6 +10,7 @@ import torch
 
 from basicsr.archs import build_network
 from basicsr.models import build_model
+
 from helpers import REPO, base_model_opt, save_random_teacher, tiny_arch, write_yaml
 from mixprior_plugin.stages import GenericBodyAdapter, build_adapters
 from mixprior_plugin.utils.options import OptionError
@@ -104,7 +105,8 @@ def test_logits_kd_plus_fitnet_across_families(pair, tmp_path):
     step(model)
     assert {'l_pix', 'l_kd', 'l_fitnet'} <= set(model.log_dict)
     only_fitnet = model_for(tmp_path, pair, model_type='KDModel',
-                            train=dict(pixel_opt=ZERO, kd_opt=ZERO, feat_opt=[dict(type='FitNetLoss', loss_weight=1.0)]))
+                            train=dict(pixel_opt=ZERO, kd_opt=ZERO,
+                                       feat_opt=[dict(type='FitNetLoss', loss_weight=1.0)]))
     step(only_fitnet)
     assert student_grad_norm(only_fitnet) > 0
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-import mixprior_plugin
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+
 from helpers import REPO, run_cli, sr_options, tiny_arch, write_yaml
 
 

@@ -10,8 +10,18 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
 from basicsr.utils.misc import check_resume
-from helpers import (FAMILIES, REPO, SCALES, base_model_opt, run_cli, save_random_teacher, state_equal,
-                     tiny_arch, write_yaml)
+
+from helpers import (
+    FAMILIES,
+    REPO,
+    SCALES,
+    base_model_opt,
+    run_cli,
+    save_random_teacher,
+    state_equal,
+    tiny_arch,
+    write_yaml,
+)
 from mixprior_plugin.stages import build_adapters
 from mixprior_plugin.utils.options import OptionError, normalise_teacher_aliases
 

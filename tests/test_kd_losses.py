@@ -19,7 +19,8 @@ from basicsr.losses import build_loss
 from basicsr.models import build_model
 from basicsr.utils.misc import check_resume
 from basicsr.utils.registry import LOSS_REGISTRY
-from helpers import REPO, base_model_opt, state_equal, save_random_teacher, tiny_arch, write_yaml
+
+from helpers import REPO, base_model_opt, save_random_teacher, state_equal, tiny_arch, write_yaml
 from mixprior_plugin.losses import kd_loss
 from mixprior_plugin.utils.options import normalise_teacher_aliases
 

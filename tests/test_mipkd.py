@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from basicsr.models import build_model
-from helpers import (FAMILIES, REPO, base_model_opt, run_cli, save_random_teacher, sr_options,
-                     tiny_arch, write_yaml)
+
+from helpers import FAMILIES, REPO, base_model_opt, run_cli, save_random_teacher, sr_options, tiny_arch, write_yaml
 from mixprior_plugin.archs.prior_mixer_arch import MASK_TYPES, PriorMixer, make_mask
 from mixprior_plugin.models.mipkd_model import ABLATIONS, draw_hybrid
 from mixprior_plugin.utils.options import OptionError

@@ -10,6 +10,7 @@ import pytest
 
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+
 from helpers import REPO
 from mixprior_plugin.stages import build_adapters
 from mixprior_plugin.utils.options import normalise_teacher_aliases, yaml_load

@@ -355,6 +355,7 @@ DURING_TRAINING = ('nan_loss', )  # found only once data flows
 @pytest.mark.parametrize('case', sorted(BAD_INPUTS))
 def test_bad_input_gives_clear_error(case, tmp_path, tiny_data, monkeypatch, capsys):
     import shutil
+
     import yaml
     data = tmp_path / 'data'
     shutil.copytree(os.path.dirname(tiny_data[2][0]), data)  # private copy: some cases damage the data

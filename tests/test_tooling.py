@@ -13,7 +13,7 @@ from mixprior_plugin.utils import tooling
 
 TOOLS = os.path.join(REPO, 'tools')
 # Tools still to move to mixprior_plugin.utils.tooling (owned elsewhere right now); remove them from here when done.
-PENDING = ('benchmark.py', 'speed.py')
+PENDING = ()
 
 
 def _tools():

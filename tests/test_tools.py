@@ -24,6 +24,7 @@ from basicsr.models import build_model
 from basicsr.utils import img2tensor, tensor2img
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import MODEL_REGISTRY
+
 from helpers import REPO, SHARED_DATASETS, base_model_opt, save_random_teacher, smooth_image, tiny_arch, write_yaml
 from mixprior_plugin.models.kd_model import KDModel
 
@@ -365,10 +366,12 @@ def test_evaluate_errors_name_the_culprit(tmp_path):
     root, src = fake_root(tmp_path)
     arch = tiny_arch('EDSR', 'g', 4)
     save_student(str(tmp_path / 's.pth'), tiny_arch('EDSR', 't', 4), 0)  # a teacher's weights
-    msg = exit_message(evaluate.main, ['--scale', '4', '--arch-json', json.dumps(arch), '--ckpt', str(tmp_path / 's.pth'),
+    msg = exit_message(evaluate.main, ['--scale', '4', '--arch-json', json.dumps(arch),
+                                       '--ckpt', str(tmp_path / 's.pth'),
                                        '--datasets-root', root, '--sets', 'Tiny', '--out-dir', str(tmp_path / 'o')])
     assert 's.pth' in msg and 'shape mismatch' in msg
-    msg = exit_message(evaluate.main, ['--scale', '2', '--arch-json', json.dumps(arch), '--ckpt', str(tmp_path / 's.pth'),
+    msg = exit_message(evaluate.main, ['--scale', '2', '--arch-json', json.dumps(arch),
+                                       '--ckpt', str(tmp_path / 's.pth'),
                                        '--datasets-root', root, '--sets', 'Tiny', '--out-dir', str(tmp_path / 'o')])
     assert 'upscale=4' in msg
     msg = exit_message(evaluate.main, ['--scale', '4', '--bicubic', '--datasets-root', root, '--sets', 'Set5',
@@ -393,7 +396,8 @@ def conv_macs(net, x):
         else:
             total.append(output.numel() * module.in_features)
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in net.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     with torch.no_grad():
         net(x)
     for h in handles:

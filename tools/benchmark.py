@@ -2,15 +2,16 @@
 
 Two profiles of one design, each defined by its option files (written by tools/gen_options.py):
 
-* ``--profile cpu`` (options/train/BenchmarkCPU/): EDSR 32x8 teacher, EDSR 32x2 (depth) and 16x2
+* ``--profile cpu`` (options/train/BenchmarkCPU/): x2, EDSR 32x8 teacher, EDSR 32x2 (depth) and 16x2
   (compounded) students, 3 seeds, sized for a 2-core machine with one torch thread per process.
-* ``--profile gpu`` (options/train/Benchmark/): EDSR 128x16 teacher, 128x4 / 32x16 / 32x4 students.
+* ``--profile gpu`` (options/train/Benchmark/): x4, EDSR 128x16 teacher, 128x4 / 32x16 / 32x4 students.
 
 Methods: every ``train_<method>_<setting>_x4.yml`` of the profile (scratch, Logits-KD, FitNet, AT,
 FAKD, RKD, MiPKD, MiPKD FPM-only / BPM-only / block path on a quarter of the batch). Trained on
 T91 + BSD200 minus a held-out validation split (the last ``--val-count`` images of the last training
-folder, never a test set), evaluated on Set5, Set14, BSD100, Urban100 (PSNR/SSIM on Y, crop_border 4)
-and on the validation split.
+folder, never a test set), evaluated on Set5, Set14, BSD100, Urban100 (PSNR/SSIM on Y, crop_border =
+scale) and on the validation split. Data: ``--data-root`` (default ``datasets/``) holds T91/HR, BSD200/HR
+and the test sets as <Set>/HR (+ LR_bicubic/X<scale>).
 
 Pairing: seed s gives every method the same student initialisation (the seed is set right before
 the model is built, and KD models build the student first) and the same sequence of training
@@ -34,6 +35,7 @@ tensors and random aligned patches with flips/rotations are cut there.
 Examples::
 
     # CPU profile in the background, one thread per process, two processes
+    python tools/benchmark.py --profile cpu --out benchmarks/results/bench_cpu            # one process, or
     python tools/benchmark.py --profile cpu --worker 0/2 --out benchmarks/results/bench_cpu &
     python tools/benchmark.py --profile cpu --worker 1/2 --out benchmarks/results/bench_cpu &
     # report only (after or during the runs), with a quiet step-time measurement
@@ -54,12 +56,7 @@ import sys
 import time
 from copy import deepcopy
 
-if __package__ in (None, ''):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.normpath(os.path.join(REPO, '..', 'shared', 'datasets'))
-SCALE = 4
 PROFILES = {
     'cpu': dict(folder='BenchmarkCPU', settings=('compounded', 'depth'), seeds=(0, 1, 2), threads=1),
     'gpu': dict(folder='Benchmark', settings=('depth', 'width', 'compounded'), seeds=(0, 1), threads=None),
@@ -109,10 +106,13 @@ def profile_runs(profile):
         raise BenchmarkError(f'{folder} must hold exactly one train_teacher_*.yml, found {len(teachers)}')
     files = {}
     for setting in PROFILES[profile]['settings']:
-        files[setting] = {m: os.path.join(folder, f'train_{m}_{setting}_x4.yml') for m in METHODS
-                          if os.path.isfile(os.path.join(folder, f'train_{m}_{setting}_x4.yml'))}
+        files[setting] = {}
+        for m in METHODS:
+            found = sorted(glob.glob(os.path.join(folder, f'train_{m}_{setting}_x[0-9].yml')))
+            if found:
+                files[setting][m] = found[0]
         if 'Scratch' not in files[setting]:
-            raise BenchmarkError(f'{folder}: no train_Scratch_{setting}_x4.yml')
+            raise BenchmarkError(f'{folder}: no train_Scratch_{setting}_x<scale>.yml')
     return teachers[0], files
 
 
@@ -140,9 +140,14 @@ def scaled_feature_weight(opt, factor):
     return opt
 
 
-def prepare_model_options(opt, iters, device, out, teacher_ckpt, seed):
-    """Options as build_model wants them (what parse_options would add), with our iterations and seed."""
+def prepare_model_options(opt, iters, device, out, teacher_ckpt, seed, bf16=False, channels_last=False):
+    """Options as build_model wants them (what parse_options would add), with our iterations and seed;
+    ``bf16`` / ``channels_last`` set the models' own ``train.amp`` / ``train.channels_last``."""
     opt = deepcopy(opt)
+    if bf16:
+        opt['train']['amp'] = 'bf16'
+    if channels_last:
+        opt['train']['channels_last'] = True
     opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=1 if device.type == 'cuda' else 0,
                manual_seed=seed)
     opt.pop('datasets', None)
@@ -192,10 +197,11 @@ class InMemoryPairs:
         paths (list[str]): HR images (PNG/JPEG/BMP).
         device (torch.device): Where the images live.
         lq_patch (int): LR patch side.
+        scale (int): Upscaling factor.
         workers (int): Processes for the MATLAB-bicubic downscaling.
     """
 
-    def __init__(self, paths, device, lq_patch, workers=None):
+    def __init__(self, paths, device, lq_patch, scale, workers=None):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
         from functools import partial
@@ -206,11 +212,11 @@ class InMemoryPairs:
         from mixprior_plugin.utils.image_io import hr_lr_pair
         workers = workers or min(16, os.cpu_count() or 1)
         if workers == 1:
-            pairs = [hr_lr_pair(p, SCALE) for p in tqdm(paths, desc='LR images', mininterval=5)]
+            pairs = [hr_lr_pair(p, scale) for p in tqdm(paths, desc='LR images', mininterval=5)]
         else:
             # spawn, not fork: a forked child of a process that already ran torch/OpenCV threads can hang
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
-                pairs = list(tqdm(pool.map(partial(hr_lr_pair, scale=SCALE), paths, chunksize=4), total=len(paths),
+                pairs = list(tqdm(pool.map(partial(hr_lr_pair, scale=scale), paths, chunksize=4), total=len(paths),
                                   desc='LR images', mininterval=5))
         self.hr, self.lq = [], []
         for hr, lq in pairs:
@@ -220,13 +226,13 @@ class InMemoryPairs:
             self.hr.append(torch.from_numpy(hr[..., ::-1].copy()).permute(2, 0, 1).to(device))
             self.lq.append(torch.from_numpy(lq[..., ::-1].copy()).permute(2, 0, 1).to(device))
         if not self.hr:
-            raise BenchmarkError(f'No training image of at least {lq_patch * SCALE} px among {len(paths)} files')
-        self.device, self.lq_patch = device, lq_patch
+            raise BenchmarkError(f'No training image of at least {lq_patch * scale} px among {len(paths)} files')
+        self.device, self.lq_patch, self.scale = device, lq_patch, scale
 
     def batch(self, size, generator):
-        """``(lq (B, 3, p, p), gt (B, 3, 4p, 4p))`` in [0, 1] with random flips and rotations."""
+        """``(lq (B, 3, p, p), gt (B, 3, sp, sp))`` in [0, 1] with random flips and rotations."""
         import torch
-        p, s = self.lq_patch, SCALE
+        p, s = self.lq_patch, self.scale
         picks = torch.randint(len(self.hr), (size, ), generator=generator).tolist()
         lqs, gts = [], []
         for i in picks:
@@ -252,7 +258,7 @@ def tensor_sha(tensors):
 
 
 # ---- training and evaluation -------------------------------------------------------------------------
-def train(opt, data, batch, device, bf16=False, channels_last=False, label='', max_steps=None):
+def train(opt, data, batch, device, label='', max_steps=None):
     """Train one run in memory.
 
     Returns:
@@ -266,10 +272,6 @@ def train(opt, data, batch, device, bf16=False, channels_last=False, label='', m
     set_random_seed(opt['manual_seed'])  # as parse_options: same seed, same student initialisation
     model = build_model(opt)
     pairing = dict(init_sha=tensor_sha(model.get_bare_model(model.net_g).state_dict().values()))
-    if channels_last:
-        for name in ('net_g', 'net_t', 'net_extra'):
-            if hasattr(model, name):
-                getattr(model, name).to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(opt['manual_seed'])
     iters = max_steps or opt['train']['total_iter']
     start = time.time()
@@ -278,12 +280,9 @@ def train(opt, data, batch, device, bf16=False, channels_last=False, label='', m
         lq, gt = data.batch(batch, generator)
         if it == 1:
             pairing['first_batch_sha'] = tensor_sha([lq, gt])
-        if channels_last:
-            lq, gt = lq.contiguous(memory_format=torch.channels_last), gt.contiguous(memory_format=torch.channels_last)
         model.update_learning_rate(it, warmup_iter=opt['train'].get('warmup_iter', -1))
         model.feed_data(dict(lq=lq, gt=gt))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            model.optimize_parameters(it)
+        model.optimize_parameters(it)
         if it % max(iters // 20, 1) == 0:
             bar.set_postfix({k: f'{v:.3g}' for k, v in model.log_dict.items() if k.startswith('l_')})
     if device.type == 'cuda':
@@ -299,13 +298,13 @@ def save_weights(net, path, half=False):
     atomic_save({'params_ema': state}, path)
 
 
-def evaluate_net(label, ckpt, arch, roots, sets, device):
+def evaluate_net(label, ckpt, arch, roots, sets, device, scale):
     """PSNR/SSIM of one checkpoint on ``sets``; ``roots`` maps a set to the folder holding it."""
     from mixprior_plugin.evaluation import BICUBIC, Method, build_method, evaluate
-    method = Method(BICUBIC) if ckpt is None else build_method(label, ckpt, arch, SCALE, device)
+    method = Method(BICUBIC) if ckpt is None else build_method(label, ckpt, arch, scale, device)
     out = {}
     for s in sets:
-        res = evaluate([method], roots[s], [s], SCALE, device)['sets'][s]['methods'][method.label]
+        res = evaluate([method], roots[s], [s], scale, device)['sets'][s]['methods'][method.label]
         out[s] = dict(psnr=res['psnr'], ssim=res['ssim'])
     return out
 
@@ -375,6 +374,25 @@ class Plan:
         return scaled_feature_weight(self.base_options(setting, method), factor)
 
 
+def teacher_setup(plan, args):
+    """The teacher's options, the profile's scale, batch and LR patch, and the teacher checkpoint path."""
+    t_opt = load_options(plan.teacher_file, args.smoke)
+    scale = t_opt['scale']
+    batch = t_opt['datasets']['train']['batch_size_per_gpu']
+    lq_patch = t_opt['datasets']['train']['gt_size'] // scale
+    if args.teacher_ckpt:
+        ckpt = args.teacher_ckpt
+    elif args.smoke:
+        ckpt = os.path.join(plan.out, 'teacher_smoke.pth')
+    else:
+        kd_files = [f for setting in plan.settings for f in plan.files[setting].values()
+                    if (load_options(f).get('path') or {}).get('pretrain_network_t')]
+        if not kd_files:
+            raise BenchmarkError('No option file of the profile names path.pretrain_network_t')
+        ckpt = os.path.join(REPO, load_options(kd_files[0])['path']['pretrain_network_t'])
+    return t_opt, scale, batch, lq_patch, ckpt
+
+
 # ---- reporting -------------------------------------------------------------------------------------------
 def mean_std(values):
     n = len(values)
@@ -416,7 +434,8 @@ def report(out):
     sets = meta.get('sets', [])
     step = json.load(open(os.path.join(out, 'step_times.json'))) if os.path.isfile(
         os.path.join(out, 'step_times.json')) else None
-    lines = [f'# Method benchmark, {meta.get("profile", "?")} profile (x4, PSNR dB on Y, crop_border 4)', '']
+    lines = [f'# Method benchmark, {meta.get("profile", "?")} profile (x{meta.get("scale", "?")}, PSNR dB on Y, '
+             f'crop_border = scale)', '']
     for m in meta.get('commands', []):
         lines.append(f'- `{m["command"]}` at {m["git_commit"]}{" (dirty)" if m.get("git_dirty") else ""}, '
                      f'{m["device"]}, {m["date"]}')
@@ -582,17 +601,13 @@ def run(args):
     train_paths, val_paths = split_paths(args.train_dirs, args.val_count)
     roots = prepare_eval_roots(args, val_paths, out)
     eval_sets = list(args.sets) + ([VAL_SET] if val_paths else [])
-    t_opt = load_options(plan.teacher_file, args.smoke)
-    batch = t_opt['datasets']['train']['batch_size_per_gpu']
-    lq_patch = t_opt['datasets']['train']['gt_size'] // SCALE
+    t_opt, scale, batch, lq_patch, teacher_ckpt = teacher_setup(plan, args)
+    meta.update(scale=scale)
+    write_json(meta, meta_path)
     print(f'Loading {len(train_paths)} training images ({len(val_paths)} held out for validation)', flush=True)
-    data = InMemoryPairs(train_paths, device, lq_patch, workers=args.data_workers)
+    data = InMemoryPairs(train_paths, device, lq_patch, scale, workers=args.data_workers)
 
     # teacher: trained once, by worker 0; others wait for it
-    teacher_ckpt = args.teacher_ckpt or (os.path.join(out, 'teacher_smoke.pth') if args.smoke else
-                                         os.path.join(REPO, load_options(
-                                             next(iter(plan.files[plan.settings[0]].values())), False)
-                                             ['path'].get('pretrain_network_t') or ''))
     if not os.path.isfile(teacher_ckpt):
         if index != 0:
             print(f'Waiting for worker 0 to train the teacher ({teacher_ckpt})', flush=True)
@@ -601,16 +616,17 @@ def run(args):
         else:
             iters = args.teacher_iters or t_opt['train']['total_iter']
             print(f'Training the teacher ({os.path.relpath(plan.teacher_file, REPO)}, {iters} iterations)', flush=True)
-            model, seconds, _, _ = train(prepare_model_options(t_opt, iters, device, out, None, 0), data, batch,
-                                         device, args.bf16, args.channels_last, 'teacher')
+            model, seconds, _, _ = train(prepare_model_options(t_opt, iters, device, out, None, 0, args.bf16,
+                                                               args.channels_last), data, batch, device, 'teacher')
             ref = dict(name=os.path.basename(teacher_ckpt), params=sum(p.numel() for p in model.net_g.parameters()),
                        iters=iters, seconds=round(seconds, 1), option_file=os.path.relpath(plan.teacher_file, REPO))
             os.makedirs(os.path.dirname(teacher_ckpt), exist_ok=True)
             save_weights(model.net_g_ema, teacher_ckpt + '.tmp', half=args.half_teacher)
             del model
-            ref['sets'] = evaluate_net('teacher', teacher_ckpt + '.tmp', t_opt['network_g'], roots, eval_sets, device)
+            ref['sets'] = evaluate_net('teacher', teacher_ckpt + '.tmp', t_opt['network_g'], roots, eval_sets, device,
+                                       scale)
             with open(os.path.splitext(teacher_ckpt)[0] + '.md', 'w') as f:
-                f.write(f'# {os.path.basename(teacher_ckpt)}\n\nEDSR x4 teacher of the method benchmark '
+                f.write(f'# {os.path.basename(teacher_ckpt)}\n\nEDSR x{scale} teacher of the method benchmark '
                         f'({args.profile} profile), trained by `{this_meta["command"]}` from {ref["option_file"]} '
                         f'({iters} iterations, batch {batch}, LR patch {lq_patch}, {seconds:.0f} s on '
                         f'{this_meta["device"]}, commit {this_meta["git_commit"]}), on T91 + BSD200 without the '
@@ -628,24 +644,23 @@ def run(args):
         missing = [s for s in eval_sets if s not in ref.get('sets', {})]
         if missing:
             ref.setdefault('sets', {}).update(evaluate_net('teacher', teacher_ckpt, t_opt['network_g'], roots,
-                                                           missing, device))
+                                                           missing, device, scale))
         meta['reference']['teacher'] = ref
-        meta['reference']['bicubic'] = evaluate_net('bicubic', None, None, roots, eval_sets, device)
+        meta['reference']['bicubic'] = evaluate_net('bicubic', None, None, roots, eval_sets, device, scale)
         write_json(meta, meta_path)
 
     def do_run(setting, method, seed, factor, role, sets_needed):
         path = plan.record_path(setting, method, seed, factor if role == 'sweep' else None)
         opt = plan.run_options(setting, method, factor)
         iters = args.iters or opt['train']['total_iter']
-        mopt = prepare_model_options(opt, iters, device, out, teacher_ckpt, seed)
+        mopt = prepare_model_options(opt, iters, device, out, teacher_ckpt, seed, args.bf16, args.channels_last)
         key = sha(dict(opt=mopt, settings=resolved_settings(mopt), batch=batch, lq_patch=lq_patch,
                        train=[os.path.basename(p) for p in train_paths], bf16=args.bf16))
         rec = plan.load(path)
         if rec is None or rec['options_sha'] != key:
             if rec is not None:
                 print(f'{path}: options changed since it ran; running again', flush=True)
-            model, seconds, step_ms, pairing = train(mopt, data, batch, device, args.bf16, args.channels_last,
-                                                     f'{setting}/{method}/seed{seed}' +
+            model, seconds, step_ms, pairing = train(mopt, data, batch, device, f'{setting}/{method}/seed{seed}' +
                                                      (f'/w{factor:g}' if role == 'sweep' else ''))
             ckpt = os.path.splitext(path)[0] + '.pth'
             save_weights(model.net_g_ema, ckpt)
@@ -666,7 +681,7 @@ def run(args):
         missing = [s for s in sets_needed if s not in rec['sets']]
         if missing:
             rec['sets'].update(evaluate_net(method, os.path.join(out, rec['weights']), rec['options']['network_g'],
-                                            roots, missing, device))
+                                            roots, missing, device, scale))
         if role == 'main':
             rec['role'] = 'main'
         write_json(rec, path)
@@ -729,19 +744,16 @@ def time_steps(args):
     device = torch.device('cuda' if torch.cuda.is_available() and args.device != 'cpu' else 'cpu')
     plan = Plan(args)
     train_paths, _ = split_paths(args.train_dirs, args.val_count)
-    t_opt = load_options(plan.teacher_file, args.smoke)
-    batch = t_opt['datasets']['train']['batch_size_per_gpu']
-    lq_patch = t_opt['datasets']['train']['gt_size'] // SCALE
-    data = InMemoryPairs(train_paths[:40], device, lq_patch, workers=args.data_workers)
-    teacher_ckpt = args.teacher_ckpt or (os.path.join(plan.out, 'teacher_smoke.pth') if args.smoke else os.path.join(
-        REPO, load_options(next(iter(plan.files[plan.settings[0]].values())))['path']['pretrain_network_t']))
+    _, scale, batch, lq_patch, teacher_ckpt = teacher_setup(plan, args)
+    data = InMemoryPairs(train_paths[:40], device, lq_patch, scale, workers=args.data_workers)
     result = dict(note=f'median of {args.time_steps} steps after 3 warm-up steps, {torch.get_num_threads()} '
                   f'torch threads, measured alone (not during the training runs)')
     for setting in plan.settings:
         result[setting] = {}
         for method in plan.methods(setting):
             factor = plan.chosen_factor(method) or 1
-            opt = prepare_model_options(plan.run_options(setting, method, factor), 10, device, plan.out, teacher_ckpt, 0)
+            opt = prepare_model_options(plan.run_options(setting, method, factor), 10, device, plan.out, teacher_ckpt,
+                                        0, args.bf16, args.channels_last)
             from basicsr.models import build_model
             model = build_model(opt)
             gen = torch.Generator().manual_seed(0)
@@ -770,10 +782,12 @@ def main(argv=None):
     parser.add_argument('--seeds', nargs='+', type=int, help='default: the profile\'s')
     parser.add_argument('--sweep-factors', nargs='+', type=float, default=[0.01, 0.1, 1.0],
                         help='factors of the feature-term weight tried on the validation split (1 alone: no sweep)')
-    parser.add_argument('--train-dirs', nargs='+', default=[os.path.join(SHARED, 'T91', 'HR'),
-                                                            os.path.join(SHARED, 'BSD200', 'HR')])
+    parser.add_argument('--data-root', default='datasets',
+                        help='folder holding T91/HR, BSD200/HR and the test sets (default: datasets/)')
+    parser.add_argument('--train-dirs', nargs='+', help='HR training folders (default: <data-root>/T91/HR '
+                        '<data-root>/BSD200/HR; the validation split comes from the last)')
     parser.add_argument('--val-count', type=int, default=10, help='images of the last training folder held out')
-    parser.add_argument('--test-root', default=SHARED, help='folder with <Set>/HR (+ LR_bicubic/X4)')
+    parser.add_argument('--test-root', help='folder with <Set>/HR (+ LR_bicubic/X<scale>); default: --data-root')
     parser.add_argument('--sets', nargs='+', default=['Set5', 'Set14', 'BSD100', 'Urban100'])
     parser.add_argument('--teacher-ckpt', help='teacher weights (default: the option files\' pretrain_network_t; '
                         'trained and stored there when missing)')
@@ -783,8 +797,8 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, help='torch threads per process (default: the profile\'s)')
     parser.add_argument('--worker', default='0/1', help='i/n: this process runs every n-th run from the i-th')
     parser.add_argument('--data-workers', type=int, help='processes for the LR downscaling')
-    parser.add_argument('--bf16', action='store_true', help='bf16 autocast (GPU)')
-    parser.add_argument('--channels-last', action='store_true')
+    parser.add_argument('--bf16', action='store_true', help='train.amp: bf16 in every run (GPU)')
+    parser.add_argument('--channels-last', action='store_true', help='train.channels_last: true in every run')
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu'))
     parser.add_argument('--time-limit', type=float, help='seconds after which no new run starts')
     parser.add_argument('--time-steps', type=int, help='measure step times (this many steps per method) and exit')
@@ -794,6 +808,9 @@ def main(argv=None):
     profile = PROFILES[args.profile]
     args.seeds = args.seeds if args.seeds is not None else list(profile['seeds'])
     args.threads = args.threads if args.threads is not None else profile['threads']
+    args.train_dirs = args.train_dirs or [os.path.join(args.data_root, 'T91', 'HR'),
+                                          os.path.join(args.data_root, 'BSD200', 'HR')]
+    args.test_root = args.test_root or args.data_root
     if not args.worker.count('/') == 1 or not all(v.isdigit() for v in args.worker.split('/')) or \
             int(args.worker.split('/')[0]) >= int(args.worker.split('/')[1]):
         parser.error(f'--worker must be i/n with 0 <= i < n, got {args.worker!r}')

@@ -41,9 +41,6 @@ import tempfile
 import threading
 import time
 
-if __package__ in (None, ''):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAIRS = ('EDSR_C256B32-C64B32', 'RCAN_G10B20-G10B6', 'SwinIR_C180D6-C60D4')
 BASELINES = ('FitNet', 'AT', 'FAKD', 'RKD')
@@ -188,6 +185,7 @@ class Runner:
 
 def build_runner(method, pair, args, device, tmp):
     import torch
+
     from basicsr.models import build_model
     from basicsr.utils import set_random_seed
     path, opt = load_options(method, pair, args.smoke, device, tmp, args.amp, args.channels_last)
@@ -308,16 +306,17 @@ def latency(net, x, runs, device):
 
 def inference_row(pair, runner, tmp, args, device, generator):
     import torch
+
     from basicsr.archs import build_network
-    sys.path.insert(0, os.path.join(REPO, 'tools'))
-    from export_student import export
+
+    from mixprior_plugin.export import export_student
     model = runner.model
     model.save_network(model.net_g_ema if hasattr(model, 'net_g_ema') else model.net_g, 'net_g', 0)
     opt_file = os.path.join(tmp, f'{pair}.yml')
     with open(opt_file, 'w') as f:
         json.dump({'network_g': model.opt['network_g']}, f)
     exported = os.path.join(tmp, f'{pair}_student.pth')
-    export(opt_file, os.path.join(model.opt['path']['models'], 'net_g_0.pth'), exported)
+    export_student(opt_file, os.path.join(model.opt['path']['models'], 'net_g_0.pth'), exported, log=lambda *a: None)
     net_exported = build_network(model.opt['network_g']).to(device)
     net_exported.load_state_dict(torch.load(exported, weights_only=True)['params'], strict=True)
     net_direct = build_network(model.opt['network_g']).to(device)
@@ -332,6 +331,7 @@ def inference_row(pair, runner, tmp, args, device, generator):
 # ---------------------------------------------------------------------------- measurement
 def measure_pair(pair, args, device, tmp, meta):
     import torch
+
     from basicsr.archs import build_network
     from basicsr.utils import set_random_seed
     _, t_opt = load_options('LogitsKD', pair, args.smoke, device, tmp)

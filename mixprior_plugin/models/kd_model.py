@@ -185,7 +185,8 @@ class KDModel(SRModel):
         num_gpu = opt.get('num_gpu')
         if isinstance(num_gpu, int) and num_gpu > 1 and not opt.get('dist'):
             raise OptionError(f'num_gpu={num_gpu} without a launcher trains on one GPU: start with '
-                              f'torchrun --nproc_per_node={num_gpu} -m mixprior_plugin.train -opt ... --launcher pytorch')
+                              f'torchrun --nproc_per_node={num_gpu} -m mixprior_plugin.train -opt ... '
+                              '--launcher pytorch')
         check_known_keys(opt.get('train'), cls.TRAIN_KEYS, 'train')
         if 'network_t' not in opt:
             raise OptionError(f'{cls.__name__} needs a teacher: set network_t (or network_teacher)')
@@ -246,7 +247,8 @@ class KDModel(SRModel):
             self.recorder_g = FeatureRecorder(self.adapter_g)
             logger.info('Distillation stages: teacher ends %s, student ends %s', self.adapter_t.stage_ends,
                         self.adapter_g.stage_ends)
-        self.net_extra = self.extra_modules_for(self.opt, self.adapter_t, self.adapter_g, self.feat_terms).to(self.device)
+        extra = self.extra_modules_for(self.opt, self.adapter_t, self.adapter_g, self.feat_terms)
+        self.net_extra = extra.to(self.device)
         if self.channels_last:  # before the optimizers see the parameters (converted in place anyway)
             for net in (self.net_g, self.net_t, self.net_extra):
                 net.to(memory_format=torch.channels_last)

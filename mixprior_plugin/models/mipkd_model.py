@@ -51,7 +51,6 @@ from mixprior_plugin import options_schema
 from mixprior_plugin.archs.prior_mixer_arch import MASK_TYPES
 from mixprior_plugin.utils.checkpoint import python_rng_state, set_python_rng_state
 from mixprior_plugin.utils.options import OptionError
-
 from .kd_model import SR_TRAIN_KEYS, KDModel, loss_weight
 
 # The options' home is mixprior_plugin/options_schema.py; these names are kept for importers.

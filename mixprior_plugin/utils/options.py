@@ -5,7 +5,6 @@ from collections import OrderedDict
 import yaml
 
 
-
 class OptionError(ValueError):
     """An option file is wrong; the message names the offending key or file."""
 
