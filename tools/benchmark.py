@@ -56,6 +56,8 @@ import sys
 import time
 from copy import deepcopy
 
+from mixprior_plugin.utils.tooling import write_json
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILES = {
     'cpu': dict(folder='BenchmarkCPU', settings=('compounded', 'depth'), seeds=(0, 1, 2), threads=1),
@@ -307,14 +309,6 @@ def evaluate_net(label, ckpt, arch, roots, sets, device, scale):
         res = evaluate([method], roots[s], [s], scale, device)['sets'][s]['methods'][method.label]
         out[s] = dict(psnr=res['psnr'], ssim=res['ssim'])
     return out
-
-
-def write_json(obj, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 # ---- the run plan -------------------------------------------------------------------------------------

@@ -26,11 +26,10 @@ Examples::
 import argparse
 import json
 import math
-import os
 import sys
 from collections import OrderedDict
 
-from mixprior_plugin.utils.tooling import count_params, forward_latency
+from mixprior_plugin.utils.tooling import count_params, forward_latency, write_json
 
 NETWORK_LABELS = OrderedDict([('network_t', 'teacher'), ('network_g', 'student')])
 
@@ -189,11 +188,8 @@ def main(argv=None):
         sys.exit(f'complexity: {err}')
     print(table(rows))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, 'w', encoding='utf-8') as f:
-            json.dump(dict(input_size=list(shape), threads=torch.get_num_threads(), runs=args.runs,
-                           warmup=args.warmup, rows=rows), f, indent=1)
-        print(f'Wrote {args.json}')
+        write_json(dict(input_size=list(shape), threads=torch.get_num_threads(), runs=args.runs, warmup=args.warmup,
+                        rows=rows), args.json, announce=True)
     return rows
 
 

@@ -164,9 +164,10 @@ def merge(base_opt, delta):
 # three seeds; its regime is checked in the report (teacher >= scratch + 0.3 dB, scratch >= bicubic
 # + 0.5 dB on every test set). x2, because EDSR (no bicubic skip) needs far more iterations at x4
 # before it even reaches bicubic: a 3000-iteration x4 EDSR 32x8 teacher measured 28.03 dB on Set5
-# against bicubic's 28.42. EMA decay 0.99 for these short schedules: at 0.999 the EMA of a 1000-iteration
-# run still holds 37% of the random initial weights (0.999^1000). Each profile's files live in options/train/<folder>/; seeds and the swept
-# feature weights are applied by tools/benchmark.py and recorded with each run.
+# against bicubic's 28.42. EMA decay 0.99 for these short schedules: at 0.999 the EMA of a
+# 1000-iteration run still holds 37% of the random initial weights (0.999^1000). Each profile's files
+# live in options/train/<folder>/; seeds and the swept feature weights are applied by
+# tools/benchmark.py and recorded with each run.
 BENCH_METHODS = ('Scratch', 'LogitsKD', 'FitNet', 'AT', 'FAKD', 'RKD', 'MiPKD', 'MiPKD_fpm_only', 'MiPKD_bpm_only',
                  'MiPKD_bpm_quarter_batch')
 BENCH_PROFILES = {

@@ -37,7 +37,7 @@ import sys
 import tempfile
 from collections import OrderedDict
 
-from mixprior_plugin.utils.tooling import count_params
+from mixprior_plugin.utils.tooling import count_params, run_and_report
 
 RANDOM_DATASET = 'InspectGradientsRandomPairs'
 
@@ -317,18 +317,9 @@ def main(argv=None):
         value = getattr(args, key)
         if value is not None and value < 1:
             parser.error(f'--{key.replace("_", "-")} must be >= 1, got {value}')
-    try:
-        info = inspect(args.opt, args.batches, args.teacher_random, args.random_data, args.cpu, args.batch_size,
-                       args.iter)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        sys.exit(f'inspect_gradients: {err}')
-    print(report(info))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, 'w', encoding='utf-8') as f:
-            json.dump(info, f, indent=1)
-        print(f'Wrote {args.json}')
-    return info
+    return run_and_report('inspect_gradients', lambda: inspect(args.opt, args.batches, args.teacher_random,
+                                                                args.random_data, args.cpu, args.batch_size,
+                                                                args.iter), report, args.json)
 
 
 if __name__ == '__main__':

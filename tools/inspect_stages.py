@@ -24,14 +24,11 @@ Examples::
     python tools/inspect_stages.py -opt kd.yml --lr-size 64 --json stages.json
 """
 import argparse
-import json
 import math
-import os
-import sys
 from collections import OrderedDict
 
 from mixprior_plugin import options_schema
-from mixprior_plugin.utils.tooling import count_buffers, count_params, load_options
+from mixprior_plugin.utils.tooling import count_buffers, count_params, load_options, run_and_report
 
 REQUIRED_CLASSMETHODS = ('check_options', 'feat_terms_for', 'uses_features_for', 'extra_modules_for')
 
@@ -198,17 +195,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.lr_size < 1:
         parser.error('--lr-size must be positive')
-    try:
-        info = inspect(args.opt, args.lr_size, args.device)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        sys.exit(f'inspect_stages: {err}')
-    print(report(info))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, 'w', encoding='utf-8') as f:
-            json.dump(info, f, indent=1)
-        print(f'Wrote {args.json}')
-    return info
+    return run_and_report('inspect_stages', lambda: inspect(args.opt, args.lr_size, args.device), report, args.json)
 
 
 if __name__ == '__main__':

@@ -124,3 +124,44 @@ def forward_latency(net, x, runs=10, warmup=3):
     net.eval()
     with torch.no_grad():
         return median_seconds(lambda: net(x), runs, warmup, x.device)
+
+
+def write_json(obj, path, announce=False):
+    """Write ``obj`` as JSON atomically (temporary file, then rename), creating the folder.
+
+    Args:
+        obj: JSON-serialisable object.
+        path (str): Target file.
+        announce (bool): Print ``Wrote <path>`` afterwards.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+    if announce:
+        print(f'Wrote {path}')
+
+
+def run_and_report(tool, compute, report, json_path=None):
+    """The ending every inspection tool shares: compute, print the report, optionally write JSON.
+
+    Args:
+        tool (str): Tool name, prefixed to a one-line error (exit status 1).
+        compute (callable): Returns the result dict.
+        report (callable): Result -> printable text.
+        json_path (str | None): Also write the result there.
+
+    Returns:
+        The result.
+    """
+    import sys
+    try:
+        info = compute()
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        sys.exit(f'{tool}: {err}')
+    print(report(info))
+    if json_path:
+        write_json(info, json_path, announce=True)
+    return info
