@@ -422,6 +422,7 @@ def verdict(name_a, name_b, diffs, sets):
 
 def report(out):
     """Write results.json, results.md and paired_deltas.png from the run records; returns the Markdown."""
+    os.makedirs(out, exist_ok=True)
     meta = json.load(open(os.path.join(out, 'meta.json'))) if os.path.isfile(os.path.join(out, 'meta.json')) else {}
     runs, sweep = collect(out)
     ref = meta.get('reference', {})
@@ -433,6 +434,10 @@ def report(out):
     for m in meta.get('commands', []):
         lines.append(f'- `{m["command"]}` at {m["git_commit"]}{" (dirty)" if m.get("git_dirty") else ""}, '
                      f'{m["device"]}, {m["date"]}')
+    if runs or sweep:
+        secs = sum(r.get('train_seconds', 0) for r in list(runs.values()) + sweep)
+        lines.append(f'- {len(runs)} comparison runs and {len(sweep)} sweep runs; training time summed over runs '
+                     f'{secs / 60:.0f} min (evaluation not included)')
     teacher = ref.get('teacher')
     if teacher:
         lines += ['', f'Teacher {teacher["name"]} ({teacher["params"]:,} parameters, {teacher["iters"]} iterations). '
@@ -444,6 +449,12 @@ def report(out):
         for rec in sorted(sweep, key=lambda r: (METHODS.index(r['method']), r['sweep_factor'])):
             lines.append(f'| {LABELS.get(rec["method"], rec["method"])} | {rec["sweep_factor"]:g} | '
                          f'{rec["feature_weight"]:g} | {rec["sets"][VAL_SET]["psnr"]:.3f} |')
+        spreads = {}
+        for rec in sweep:
+            spreads.setdefault(rec['method'], []).append(rec['sets'][VAL_SET]['psnr'])
+        lines += ['', 'Spread of the validation PSNR over the swept weights: ' + ', '.join(
+            f'{LABELS.get(m, m)} {max(v) - min(v):.3f} dB' for m, v in spreads.items()) +
+            ' (the best is used; a spread this size is within seed noise, so the choice says little).']
     summary = dict(settings={}, verdicts=[])
     deltas_for_plot = {}
     for setting in meta.get('settings', []):
