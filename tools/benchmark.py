@@ -457,7 +457,10 @@ def report(out):
             ' (the best is used; a spread this size is within seed noise, so the choice says little).']
     summary = dict(settings={}, verdicts=[])
     deltas_for_plot = {}
-    for setting in meta.get('settings', []):
+    # every setting with records, in the profile's order (a later command may have run fewer settings)
+    order = list(PROFILES.get(meta.get('profile'), {}).get('settings', ())) + list(meta.get('settings', []))
+    settings = [st for i, st in enumerate(order) if st not in order[:i] and any(k[0] == st for k in runs)]
+    for setting in settings:
         rows = {}
         for (s, method, seed), rec in runs.items():
             if s == setting:
@@ -531,7 +534,7 @@ def report(out):
         f.write(text)
     write_json(dict(meta=meta, summary=summary, runs=[runs[k] for k in sorted(runs)], sweep=sweep, step_times=step),
                os.path.join(out, 'results.json'))
-    plot(deltas_for_plot, sets, meta.get('settings', []), os.path.join(out, 'paired_deltas.png'))
+    plot(deltas_for_plot, sets, settings, os.path.join(out, 'paired_deltas.png'))
     return text
 
 
