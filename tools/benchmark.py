@@ -454,7 +454,7 @@ def report(out):
             spreads.setdefault(rec['method'], []).append(rec['sets'][VAL_SET]['psnr'])
         lines += ['', 'Spread of the validation PSNR over the swept weights: ' + ', '.join(
             f'{LABELS.get(m, m)} {max(v) - min(v):.3f} dB' for m, v in spreads.items()) +
-            ' (the best is used; a spread this size is within seed noise, so the choice says little).']
+            ' (each method uses its best; compare the spreads with the per-seed differences below).']
     summary = dict(settings={}, verdicts=[])
     deltas_for_plot = {}
     # every setting with records, in the profile's order (a later command may have run fewer settings)
