@@ -11,6 +11,8 @@ import yaml
 
 from basicsr.utils.matlab_functions import imresize
 
+from mixprior_plugin.utils.tooling import deep_update  # noqa: F401  (tests import it from here)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATASETS = os.path.join(os.path.dirname(REPO), 'shared', 'datasets')
 
@@ -102,15 +104,6 @@ def sr_options(name, root, scale, network_g, hr_dir, lr_dir, total_iter=20, val=
     if extra:
         deep_update(opt, extra)
     return opt
-
-
-def deep_update(base, extra):
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            deep_update(base[k], v)
-        else:
-            base[k] = v
-    return base
 
 
 def write_yaml(path, opt):

@@ -21,6 +21,7 @@ import yaml
 
 from mixprior_plugin import options_schema
 from mixprior_plugin.models.mipkd_model import ABLATIONS
+from mixprior_plugin.utils.tooling import deep_update
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = os.path.join(REPO, 'options', 'train')
@@ -149,13 +150,8 @@ def method_options(method, base_opt, teacher_arch, weights, num_stages):
 
 
 def merge(base_opt, delta):
-    out = deepcopy(base_opt)
-    for key, value in delta.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = deepcopy(value)
-    return out
+    """A copy of ``base_opt`` with ``delta`` merged in (neither is changed)."""
+    return deep_update(deepcopy(base_opt), deepcopy(delta))
 
 
 # ---- the project's method benchmark (tools/benchmark.py): one teacher, students, every method ----

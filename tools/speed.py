@@ -41,6 +41,8 @@ import tempfile
 import threading
 import time
 
+from mixprior_plugin.utils.tooling import deep_update
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAIRS = ('EDSR_C256B32-C64B32', 'RCAN_G10B20-G10B6', 'SwinIR_C180D6-C60D4')
 BASELINES = ('FitNet', 'AT', 'FAKD', 'RKD')
@@ -67,14 +69,6 @@ SMOKE = {
 def option_file(method, pair):
     folder = 'Baselines' if method in BASELINES else 'MiPKD'
     return os.path.join(REPO, 'options', 'train', folder, f'train_{method}_{pair}_x4.yml')
-
-
-def deep_update(base, delta):
-    for key, value in delta.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
 
 
 def load_options(method, pair, smoke, device, tmp, amp='off', channels_last=False):

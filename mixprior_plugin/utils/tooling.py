@@ -13,6 +13,16 @@ from mixprior_plugin.utils.options import OptionError, normalise_teacher_aliases
 from mixprior_plugin.utils.provenance import run_meta  # noqa: F401  (re-exported: tools take it from here)
 
 
+def deep_update(base, delta):
+    """Merge ``delta`` into ``base`` in place, dict by dict (other values replace); returns ``base``."""
+    for key, value in delta.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 def count_params(module, trainable=False):
     """Number of parameters of ``module`` (with ``trainable``: those with ``requires_grad`` only).
 
