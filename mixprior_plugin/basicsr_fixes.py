@@ -1,29 +1,38 @@
-"""The few fixes BasicSR master needs on today's PyTorch, applied by mixprior's entry points.
+"""The few fixes BasicSR master needs on today's PyTorch, and what mixprior's entry points add.
 
-Each replaces one BasicSR function in the module namespace where `train_pipeline` /
-`test_pipeline` look it up at call time:
+What ``import mixprior_plugin`` changes in BasicSR (so that a project's own train.py calling
+``basicsr.train.train_pipeline`` after the import gets a KD run that trains, saves and resumes):
 
-1. ``load_resume_state``: BasicSR calls ``torch.cuda.current_device()`` unconditionally, so
-   resuming crashes without CUDA. Ours maps the state to the GPU when there is one, else to CPU.
+0. ``basicsr.train.load_resume_state`` only (:func:`install_on_import`): without CUDA it loads the
+   training state to the CPU, where BasicSR's calls ``torch.cuda.current_device()`` and crashes;
+   and before BasicSR's ``check_resume`` repoints every ``network_*`` to ``net_<x>_<iter>.pth`` it
+   lists the teacher in ``path.ignore_resume_networks``, so the teacher keeps its weights file.
+   With CUDA and no teacher it is BasicSR's function unchanged.
+
+The model-level behaviour (atomic saves with BasicSR's retries, strict weights-only loads, every
+rank's RNG states and the model's extras in training states) is :class:`CheckpointMixin` on the
+plugin's own model classes; BaseModel is never patched. The plugin's models also validate their
+own sections (``distill``, ``mixer``, their ``train`` keys) when they are built.
+
+``mixprior-train`` / ``mixprior-test`` then apply the rest explicitly (:func:`apply`), each
+replacing one BasicSR function in the module namespace where ``train_pipeline`` /
+``test_pipeline`` look it up at call time:
+
+1. ``load_resume_state``: as above, and ``--auto_resume`` takes the newest training state that
+   loads (with its network files), naming each newer one it skipped.
 2. ``init_dist``: rank and world size come from torchrun's environment (``LOCAL_RANK``,
    ``RANK``, ``WORLD_SIZE``), with NCCL on GPUs and gloo on CPU. BasicSR assumes CUDA/NCCL.
 3. ``parse_options``: torch < 2 launchers pass ``--local-rank=N``, which BasicSR's argparse
    rejects; we move it into ``LOCAL_RANK``. A ``num_gpu`` that asks for GPUs on a machine
    without CUDA falls back to CPU with a warning, so any existing option file runs here.
-   Teacher-option aliases are normalised before BasicSR's resume logic rewrites paths.
-4. ``BaseModel.model_to_device``: DDP on CPU needs ``device_ids=None``.
+   Teacher-option aliases are normalised before BasicSR's resume logic rewrites paths. Options and
+   the files they name are validated before anything is built or created (types, ranges,
+   registered names, paths, data layouts, LR/HR sizes; utils/validation.py).
+4. ``build_model``: the model class gets :class:`CheckpointMixin` (BasicSR's own models too, for
+   this run only) and a ``model_to_device`` that wraps DDP on CPU (``device_ids=None``).
 5. ``yaml_load``: BasicSR uses PyYAML's full loader; ours is the safe loader and names the
-   file and line of a syntax error.
-
-Reliability (same mechanism):
-
-6. Checkpoints and training states are written atomically (temporary file + rename), with
-   BasicSR's three retries and warning on failure; training states carry every rank's RNG states
-   and model extras (each rank restores its own); loads are ``weights_only`` and a checkpoint that
-   does not fit the options is refused with a list of the offending keys, as a
-   CheckpointMismatchError (an OptionError and BasicSR's RuntimeError) (``BaseModel.save_network``,
-   ``save_training_state``, ``resume_training``, ``load_network``).
-7. Exact resume, on for the plugin's models and off for BasicSR's (``exact_resume: true|false``
+   file and line of a syntax error or a duplicate key.
+6. Exact resume, on for the plugin's models and off for BasicSR's (``exact_resume: true|false``
    overrides), so a plain BasicSR run keeps BasicSR's random stream: the train sampler skips the
    batches the interrupted run had already consumed, data loaders draw their base seed from their
    own generator and the RNG states are restored, so the same batches, augmentations and masks
@@ -31,14 +40,11 @@ Reliability (same mechanism):
    the augmentations of the resumed epoch differ). A training state without mixprior's record of
    the train loader (written by plain BasicSR, or for another batch size or data set) resumes as
    in BasicSR: the interrupted epoch restarts from its first batch.
-8. Options and the files they name are validated before anything is built or created (types,
-   ranges, registered names, paths, data layouts, LR/HR sizes; utils/validation.py), and a
-   paired-image sample that cannot be read, or whose LR and HR sizes disagree, raises an error
-   naming the files.
-9. ``--auto_resume`` takes the newest training state that loads (with its network files) and names
-   each newer one it skipped. A mistake in the options or data ends the run with one line naming
-   the key or file (the traceback with ``--debug`` or for an unexpected error), and an experiment
-   folder BasicSR archived before the error is put back when the failed run saved nothing.
+7. A paired-image sample that cannot be read, or whose LR and HR sizes disagree, raises an error
+   naming the files (``PairedImageDataset.__getitem__``).
+8. A mistake in the options or data ends the run with one line naming the key or file (the
+   traceback with ``--debug`` or for an unexpected error), and an experiment folder BasicSR
+   archived before the error is put back when the failed run saved nothing (``mkdir_and_rename``).
 """
 import os
 import sys
@@ -46,6 +52,8 @@ import warnings
 from os import path as osp
 
 import torch
+
+from mixprior_plugin.utils.checkpoint import CheckpointMixin
 
 _APPLIED = False
 
@@ -133,7 +141,7 @@ def load_resume_state(opt):
 
 
 class ResumableSampler:
-    """Mixin for BasicSR's EnlargedSampler: skip the first samples of one epoch (see fix 7)."""
+    """Mixin for BasicSR's EnlargedSampler: skip the first samples of one epoch (see fix 6)."""
 
     skip_epoch, skip_samples = None, 0
 
@@ -266,17 +274,54 @@ def init_dist(launcher, backend='nccl', **kwargs):
         dist.init_process_group(backend=backend, **kwargs)
 
 
-def model_to_device(self, net):
-    """BasicSR's BaseModel.model_to_device, valid on CPU under DDP too."""
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-    net = net.to(self.device)
-    if self.opt['dist']:
-        find_unused = self.opt.get('find_unused_parameters', False)
-        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
-        net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
-    elif self.opt['num_gpu'] > 1:
-        net = DataParallel(net)
-    return net
+class EntryPointModelMixin(CheckpointMixin):
+    """What mixprior-train / mixprior-test give every model class they build (see :func:`with_fixes`)."""
+
+    def model_to_device(self, net):
+        """BasicSR's BaseModel.model_to_device, valid on CPU under DDP too."""
+        from torch.nn.parallel import DataParallel, DistributedDataParallel
+        net = net.to(self.device)
+        if self.opt['dist']:
+            find_unused = self.opt.get('find_unused_parameters', False)
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+
+_WITH_FIXES = {}
+
+
+def with_fixes(model_cls):
+    """``model_cls`` with :class:`EntryPointModelMixin` in front (same name; cached per class).
+
+    The plugin's models already have :class:`CheckpointMixin` and their own ``model_to_device``:
+    they are returned as they are.
+    """
+    if issubclass(model_cls, CheckpointMixin):
+        return model_cls
+    if model_cls not in _WITH_FIXES:
+        _WITH_FIXES[model_cls] = type(model_cls.__name__, (EntryPointModelMixin, model_cls),
+                                      {'__module__': model_cls.__module__, '__doc__': model_cls.__doc__})
+    return _WITH_FIXES[model_cls]
+
+
+def wrap_build_model(original):
+    """BasicSR's build_model, building the model class :func:`with_fixes`."""
+
+    def build_model(opt):
+        from copy import deepcopy
+
+        from basicsr.utils import get_root_logger
+        from basicsr.utils.registry import MODEL_REGISTRY
+        opt = deepcopy(opt)
+        model = with_fixes(MODEL_REGISTRY.get(opt['model_type']))(opt)
+        get_root_logger().info(f'Model [{model.__class__.__name__}] is created.')
+        return model
+
+    build_model._mixprior_wrapped = original
+    return build_model
 
 
 def _strip_local_rank_arg(argv):
@@ -300,7 +345,7 @@ def _strip_local_rank_arg(argv):
 
 
 def exact_resume_requested(opt):
-    """Exact resume (fix 7) is on for the plugin's models, off for BasicSR's, unless ``exact_resume`` says."""
+    """Exact resume (fix 6) is on for the plugin's models, off for BasicSR's, unless ``exact_resume`` says."""
     from basicsr.utils.registry import MODEL_REGISTRY
 
     from mixprior_plugin.utils.options import OptionError
@@ -363,25 +408,52 @@ def wrap_parse_options(original):
     return parse_options
 
 
+def keep_teacher_on_resume(original):
+    """``load_resume_state`` that lists the teacher in ``path.ignore_resume_networks`` first (fix 0)."""
+
+    def load_resume_state(opt):
+        from mixprior_plugin.utils.options import normalise_teacher_aliases
+        normalise_teacher_aliases(opt)
+        return original(opt)
+
+    load_resume_state._mixprior_wrapped = original
+    return load_resume_state
+
+
+def portable_load_resume_state(opt):
+    """BasicSR's ``load_resume_state`` where there is CUDA, else ours (which maps to the CPU)."""
+    if cuda_available():
+        return ORIGINALS['load_resume_state'](opt)
+    return load_resume_state(opt)
+
+
+def install_on_import():
+    """Fix 0, the one change ``import mixprior_plugin`` makes in BasicSR (idempotent)."""
+    train_mod = sys.modules.get('basicsr.train')
+    if train_mod is None or getattr(train_mod.load_resume_state, '_mixprior_wrapped', None):
+        return
+    ORIGINALS.setdefault('load_resume_state', train_mod.load_resume_state)
+    train_mod.load_resume_state = keep_teacher_on_resume(portable_load_resume_state)
+
+
 def apply():
-    """Apply the fixes (idempotent). Called by mixprior-train / mixprior-test."""
+    """Apply fixes 1-8 (idempotent). Called by mixprior-train / mixprior-test."""
     global _APPLIED
     if _APPLIED:
         return
     import basicsr  # noqa: F401  (imports the submodules below)
     from basicsr.data.paired_image_dataset import PairedImageDataset
-    from basicsr.models.base_model import BaseModel
 
-    from mixprior_plugin.utils import checkpoint
     from mixprior_plugin.utils.options import yaml_load
     from mixprior_plugin.utils.validation import checked_getitem
+    install_on_import()
     train_mod, test_mod = sys.modules['basicsr.train'], sys.modules['basicsr.test']
     options_mod = sys.modules['basicsr.utils.options']
 
     misc_mod = sys.modules['basicsr.utils.misc']
     ORIGINALS.update(yaml_load=options_mod.yaml_load, init_dist=options_mod.init_dist,
                      parse_options=options_mod.parse_options)
-    train_mod.load_resume_state = load_resume_state
+    train_mod.load_resume_state = keep_teacher_on_resume(load_resume_state)
     for module in (train_mod, test_mod, misc_mod):
         if hasattr(module, 'mkdir_and_rename'):
             module.mkdir_and_rename = wrap_mkdir_and_rename(module.mkdir_and_rename)
@@ -389,11 +461,8 @@ def apply():
     options_mod.yaml_load = yaml_load
     train_mod.parse_options = wrap_parse_options(train_mod.parse_options)
     test_mod.parse_options = wrap_parse_options(test_mod.parse_options)
-    BaseModel.model_to_device = model_to_device
-    BaseModel.save_network = checkpoint.save_network
-    BaseModel.save_training_state = checkpoint.save_training_state
-    BaseModel.resume_training = checkpoint.resume_training
-    BaseModel.load_network = checkpoint.load_network
+    train_mod.build_model = wrap_build_model(train_mod.build_model)
+    test_mod.build_model = wrap_build_model(test_mod.build_model)
     train_mod.EnlargedSampler = type('EnlargedSampler', (ResumableSampler, train_mod.EnlargedSampler), {})
     train_mod.create_train_val_dataloader = wrap_create_train_val_dataloader(train_mod.create_train_val_dataloader)
     train_mod.build_dataloader = wrap_build_dataloader(train_mod.build_dataloader)

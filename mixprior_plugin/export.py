@@ -722,15 +722,13 @@ def enable_safetensors_in_test():
     """Let BasicSR's test pipeline take a .safetensors student as ``path.pretrain_network_g``.
 
     ``network_g`` may then be left out of the option file (it comes from the file's metadata); when
-    given, its type must match. Weights in the original RCAN layout are converted back.
+    given, its type must match. The weights are loaded by ``CheckpointMixin.load_network``, which
+    converts weights in the original RCAN layout back.
     """
-    from basicsr.models.base_model import BaseModel
-
-    from mixprior_plugin.utils.checkpoint import load_state_checked
     test_mod = sys.modules['basicsr.test']
     if getattr(test_mod.build_model, '_mixprior_safetensors', False):
         return
-    original_build, original_load = test_mod.build_model, BaseModel.load_network
+    original_build = test_mod.build_model
 
     def build_model(opt):
         weights = (opt.get('path') or {}).get('pretrain_network_g')
@@ -742,16 +740,8 @@ def enable_safetensors_in_test():
                 raise ExportError(f'{weights} holds a {arch.get("type")} but network_g is {opt["network_g"]["type"]}')
         return original_build(opt)
 
-    def load_network(self, net, load_path, strict=True, param_key='params'):
-        if not str(load_path).endswith('.safetensors'):
-            return original_load(self, net, load_path, strict, param_key)
-        bare = self.get_bare_model(net)
-        state = state_for_checkpoint(load_path, None)
-        load_state_checked(bare, state, load_path, f'{bare.__class__.__name__} as built from the options', strict)
-
     build_model._mixprior_safetensors = True
     test_mod.build_model = build_model
-    BaseModel.load_network = load_network
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------

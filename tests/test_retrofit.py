@@ -361,3 +361,75 @@ def test_failed_saves_are_retried_then_skipped_like_basicsr(tmp_path, monkeypatc
     monkeypatch.setattr(checkpoint, 'atomic_save', lambda obj, path: (_ for _ in ()).throw(OSError('disk full')))
     assert not checkpoint.save_with_retries({'w': torch.ones(1)}, str(tmp_path / 'b.pth'))  # warns, goes on
     assert not (tmp_path / 'b.pth').exists()
+
+
+# ---- a project's own train.py: `import mixprior_plugin` and BasicSR's train_pipeline -----------------------
+OWN_TRAIN_PY = '''
+import os
+import basicsr.train
+import mixprior_plugin  # noqa: F401  (the one line a BasicSR project adds)
+basicsr.train.train_pipeline(os.getcwd())
+'''
+
+
+def _own_train_py_mipkd(tmp_path, tiny_data, total_iter, **mixer):
+    opt = _kd_options(tmp_path, tiny_data, 'owntrain', total_iter=total_iter, model_type='MiPKDModel')
+    opt['val']['val_freq'] = 2
+    if mixer:
+        opt['mixer'] = mixer
+    assert 'ignore_resume_networks' not in opt['path']  # the import must protect the teacher's path itself
+    return write_yaml(str(tmp_path / 'owntrain.yml'), opt)
+
+
+def test_own_train_py_with_only_the_import_trains_validates_saves_and_resumes(tmp_path, tiny_data):
+    """BasicSR's own train_pipeline after `import mixprior_plugin`: a MiPKD run on CPU, then --auto_resume."""
+    opt_file = _own_train_py_mipkd(tmp_path, tiny_data, total_iter=4)
+    first = run_cli(['-c', OWN_TRAIN_PY, '-opt', opt_file], cwd=str(tmp_path))
+    exp = tmp_path / 'experiments' / 'owntrain'
+    log = open(glob.glob(str(exp / 'train_*.log'))[0]).read()
+    assert 'Model [MiPKDModel] is created.' in log
+    assert log.count('Validation tinyval') >= 2 and '# psnr:' in log, log[-2000:]  # at iters 2, 4 and the end
+    for name in ('net_g_4.pth', 'net_extra_4.pth'):
+        assert (exp / 'models' / name).is_file(), name
+    state = torch.load(exp / 'training_states' / '4.state', weights_only=True)
+    assert len(state['rng_per_rank']) == 1 and 'extras' in state  # written by CheckpointMixin, not BaseModel
+    assert not glob.glob(str(exp / '**' / '*.tmp'), recursive=True)  # atomic writes leave no temporary file
+    assert 'Traceback' not in first.stderr
+
+    opt = yaml.safe_load(open(opt_file))
+    opt['train']['total_iter'] = 6
+    write_yaml(opt_file, opt)
+    resumed = run_cli(['-c', OWN_TRAIN_PY, '-opt', opt_file, '--auto_resume'], cwd=str(tmp_path))
+    logs = sorted(glob.glob(str(exp / 'train_*.log')), key=os.path.getmtime)
+    log = open(logs[-1]).read()
+    assert 'Resuming training from epoch' in log and 'iter: 4.' in log, log[-2000:]
+    assert 'Set pretrain_network_t' not in resumed.stdout  # the teacher keeps its own weights file
+    assert 'Set pretrain_network_g to' in resumed.stdout  # BasicSR's own resume logic ran
+    assert (exp / 'models' / 'net_g_6.pth').is_file() and (exp / 'models' / 'net_extra_6.pth').is_file()
+    assert torch.load(exp / 'training_states' / '6.state', weights_only=True)['iter'] == 6
+
+
+@pytest.mark.bad_input
+def test_own_train_py_with_only_the_import_validates_the_plugin_options(tmp_path, tiny_data):
+    opt_file = _own_train_py_mipkd(tmp_path, tiny_data, total_iter=2, latent_channels=0)
+    proc = run_cli(['-c', OWN_TRAIN_PY, '-opt', opt_file], cwd=str(tmp_path), check=False)
+    assert proc.returncode != 0
+    assert 'OptionError: Option mixer.latent_channels=0 must be a positive integer' in proc.stderr, proc.stderr[-2000:]
+    assert not glob.glob(str(tmp_path / 'experiments' / 'owntrain' / 'models' / '*.pth'))
+
+
+def test_basemodel_is_never_patched():
+    """The entry points give BasicSR's models the checkpoint behaviour per run, through build_model only."""
+    from basicsr.models.base_model import BaseModel
+    from basicsr.models.sr_model import SRModel
+
+    from mixprior_plugin import basicsr_fixes
+    from mixprior_plugin.models import KDModel
+    from mixprior_plugin.utils.checkpoint import CheckpointMixin
+    basicsr_fixes.apply()
+    for name in ('save_network', 'save_training_state', 'resume_training', 'load_network', 'model_to_device'):
+        assert BaseModel.__dict__[name].__module__ == 'basicsr.models.base_model', name
+    fixed = basicsr_fixes.with_fixes(SRModel)
+    assert issubclass(fixed, CheckpointMixin) and issubclass(fixed, SRModel) and fixed.__name__ == 'SRModel'
+    assert basicsr_fixes.with_fixes(SRModel) is fixed and basicsr_fixes.with_fixes(KDModel) is KDModel
+    assert issubclass(KDModel, CheckpointMixin)

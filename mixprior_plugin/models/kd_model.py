@@ -38,8 +38,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from mixprior_plugin import options_schema
 from mixprior_plugin.stages import FeatureRecorder, build_adapters
-from mixprior_plugin.utils import checkpoint
-from mixprior_plugin.utils.checkpoint import extract_state_dict, load_checkpoint, load_state_checked
+from mixprior_plugin.utils.checkpoint import CheckpointMixin, extract_state_dict, load_checkpoint, load_state_checked
 from mixprior_plugin.utils.options import OptionError, check_known_keys, normalise_teacher_aliases
 
 # train.amp: the autocast dtype of the training step (YAML reads a bare `off` as False).
@@ -150,7 +149,7 @@ class DistillStep(nn.Module):
 
 
 @MODEL_REGISTRY.register()
-class KDModel(SRModel):
+class KDModel(CheckpointMixin, SRModel):
     """SR model distilled from a frozen teacher. See the module docstring for options.
 
     Args:
@@ -502,12 +501,6 @@ class KDModel(SRModel):
             self.save_network(self.net_extra, 'net_extra', current_iter)
         super().save(epoch, current_iter)  # net_g (+ema), then the training state last
 
-    # Atomic saves, RNG states in the training state, weights-only strict loads (shared with the
-    # BasicSR models run through mixprior-train, see basicsr_fixes).
-    save_network = checkpoint.save_network
-    save_training_state = checkpoint.save_training_state
-    load_network = checkpoint.load_network
-
     def training_state_extras(self):
         """The fp16 gradient scaler's state (``train.amp: fp16``), so a resumed run keeps its scale."""
         scaler = getattr(self, 'grad_scaler', None)
@@ -527,4 +520,4 @@ class KDModel(SRModel):
             path = os.path.join(self.opt['path']['models'], f'net_extra_{resume_state["iter"]}.pth')
             state, _ = extract_state_dict(load_checkpoint(path), 'params', path)
             load_state_checked(self.net_extra, state, path, 'the extra modules built from the options')
-        checkpoint.resume_training(self, resume_state)
+        super().resume_training(resume_state)  # CheckpointMixin: optimizers, schedulers, RNG, extras

@@ -61,7 +61,7 @@ def _mismatch_error_class():
 
 CheckpointMismatchError, ResumeMismatchError = _mismatch_error_class()
 
-# Exact resume (see basicsr_fixes, fix 7): on for the plugin's models unless `exact_resume: false`,
+# Exact resume (see basicsr_fixes, fix 6): on for the plugin's models unless `exact_resume: false`,
 # off for BasicSR's own unless `exact_resume: true`, so plain runs keep BasicSR's random stream.
 # `loader` is what the training state records about the train loader, so that a resumed run skips
 # only batches of a loader that still has the same shape.
@@ -321,10 +321,35 @@ def resume_training(self, resume_state):
 
 
 def load_network(self, net, load_path, strict=True, param_key='params'):
-    """BasicSR's ``load_network``: weights_only, and a readable list of what does not fit."""
+    """BasicSR's ``load_network``: weights_only, and a readable list of what does not fit.
+
+    A ``.safetensors`` student written by mixprior-export loads too (its weights in BasicSR's layout).
+    """
     from basicsr.utils import get_root_logger
     net = self.get_bare_model(net)
+    if str(load_path).endswith('.safetensors'):
+        from mixprior_plugin.export import state_for_checkpoint
+        get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}.')
+        load_state_checked(net, state_for_checkpoint(str(load_path), None), load_path,
+                           f'{net.__class__.__name__} as built from the options', strict)
+        return
     state, used = extract_state_dict(load_checkpoint(load_path), param_key, load_path)
     get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{used}].')
     load_state_checked(net, state, f'{load_path} [{used}]', f'{net.__class__.__name__} as built from the options '
                        '(a checkpoint of another arch or size?)', strict)
+
+
+class CheckpointMixin:
+    """Checkpoint behaviour for a BasicSR model class: put it before the BasicSR base class.
+
+    ``class KDModel(CheckpointMixin, SRModel)`` gets atomic saves with BasicSR's retries, strict
+    weights-only loads that list what does not fit, and training states holding every rank's RNG
+    states and the model's extras (``training_state_extras()`` / ``restore_training_state_extras()``).
+    The plugin's models inherit it; mixprior-train and mixprior-test give it to BasicSR's own models
+    for their run only (``basicsr_fixes.with_fixes``). BaseModel itself is never changed.
+    """
+
+    save_network = save_network
+    save_training_state = save_training_state
+    resume_training = resume_training
+    load_network = load_network
