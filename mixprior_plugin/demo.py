@@ -13,7 +13,7 @@ Usage::
    crop_border = scale, BasicSR's metrics), prints a table and writes a PNG plot.
 
 Everything is written under one output folder (options, experiments, tb_logger, results); it
-takes about 6-7 minutes on 2 CPU cores (``--quick``: a smoke run of a few iterations).
+takes about 11 minutes on 2 idle CPU cores (``--quick``: a smoke run of a few iterations).
 """
 import argparse
 import json
@@ -42,7 +42,7 @@ def edsr(feat, blocks):
 TEACHER = edsr(32, 8)
 STUDENT = edsr(16, 4)
 # iterations (teacher, each student) and LR patch / batch, per budget
-BUDGETS = {'default': dict(teacher=1500, student=800, lq_patch=24, batch=8),
+BUDGETS = {'default': dict(teacher=1500, student=2000, lq_patch=24, batch=8),
            'quick': dict(teacher=6, student=4, lq_patch=16, batch=2)}
 
 
@@ -117,6 +117,19 @@ def run_options(data, budget, teacher_ckpt):
     return runs
 
 
+def progress_of(line):
+    """(iteration, losses text) of a BasicSR training log line, else None.
+
+    BasicSR prints ``[epoch:  1, iter:   1,200, lr:(1.000e-03,)] [eta: ...] l_pix: ...``: the
+    iteration has thousands separators.
+    """
+    import re
+    found = re.search(r'\[epoch:\s*[\d,]+, iter:\s*([\d,]+),', line)
+    if found is None:
+        return None
+    return int(found.group(1).replace(',', '')), line.rsplit(']', 1)[-1].strip()
+
+
 def run_training(label, opt, out):
     """Write the option file and run mixprior-train on it, streaming its progress lines."""
     import yaml
@@ -131,10 +144,9 @@ def run_training(label, opt, out):
     tail = []
     for line in proc.stdout:
         tail = (tail + [line])[-40:]
-        if '[epoch:' in line:
-            it = line.split('iter:')[1].split(',')[0].strip()
-            losses = line.rsplit(']', 1)[-1].strip()
-            print(f'    [{label}] iter {it}/{opt["train"]["total_iter"]}  {losses}', flush=True)
+        progress = progress_of(line)
+        if progress is not None:
+            print(f'    [{label}] iter {progress[0]}/{opt["train"]["total_iter"]}  {progress[1]}', flush=True)
     if proc.wait() != 0:
         raise RuntimeError(f'{label} training failed: {" ".join(cmd)}\n' + ''.join(tail))
     print(f'    [{label}] done in {time.time() - start:.0f} s', flush=True)

@@ -20,3 +20,13 @@ def test_demo_quick_writes_table_and_plot(tmp_path):
     for sub in ('options', 'experiments', 'tb_logger', 'data'):
         assert (tmp_path / 'demo' / sub).is_dir(), sub
     assert f'everything is under {tmp_path / "demo"}' in out
+
+
+def test_demo_progress_reads_basicsr_iterations_with_thousands_separators():
+    from mixprior_plugin.demo import progress_of
+    line = ('2026-11-29 08:30:01,123 INFO: [demo_..][epoch: 12, iter:   1,200, lr:(1.000e-03,)] '
+            '[eta: 0:01:10, time (data): 0.050 (0.001)] l_pix: 2.2253e-02 \n')
+    assert progress_of(line) == (1200, 'l_pix: 2.2253e-02')
+    assert progress_of('2026-11-29 INFO: [x..][epoch:  0, iter:     400, lr:(1.0e-03,)] [eta: 0:00:01] l_pix: 3e-02') \
+        == (400, 'l_pix: 3e-02')
+    assert progress_of('INFO: Saving models and training states.') is None
