@@ -45,6 +45,11 @@ def test_benchmark_cpu_profile_smoke_pairs_seeds_sweeps_and_resumes(tmp_path):
     md = open(out / 'results.md').read()
     assert 'Pairing check' in md and 'holds' in md and 'Verdicts:' in md and 'MiPKD > Logits-KD' in md
     assert 'Regime:' in md and '## Feature-weight sweep' in md
+    # provenance: each invocation's wall time, each run's training and evaluation time
+    meta = json.load(open(out / 'meta.json'))
+    assert len(meta['commands']) == 1 and meta['commands'][0]['wall_seconds'] > 0
+    assert all(r['train_seconds'] >= 0 and r['eval_seconds'] >= 0 for r in result['runs'] + result['sweep'])
+    assert 'wall time' in md and 'evaluation time summed over the 12 runs that recorded it' in md
     assert open(out / 'paired_deltas.png', 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
     # resumable: a second call trains nothing again
     before = {p: os.path.getmtime(p) for p in glob.glob(str(out / 'runs' / '*' / '*.pth'))}

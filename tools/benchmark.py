@@ -46,6 +46,7 @@ Examples::
     python tools/benchmark.py --smoke --train-dirs X/HR --test-root Y --sets Tiny --out /tmp/smoke
 """
 import argparse
+import contextlib
 import glob
 import hashlib
 import json
@@ -432,12 +433,17 @@ def report(out):
     lines = [f'# Method benchmark, {meta.get("profile", "?")} profile (x{meta.get("scale", "?")}, PSNR dB on Y, '
              f'crop_border = scale)', '']
     for m in meta.get('commands', []):
+        wall = f', wall time {m["wall_seconds"] / 60:.1f} min' if 'wall_seconds' in m else ''
         lines.append(f'- `{m["command"]}` at {m["git_commit"]}{" (dirty)" if m.get("git_dirty") else ""}, '
-                     f'{m["device"]}, {m["date"]}')
+                     f'{m["device"]}, {m["date"]}{wall}')
     if runs or sweep:
-        secs = sum(r.get('train_seconds', 0) for r in list(runs.values()) + sweep)
+        records = list(runs.values()) + sweep
+        secs = sum(r.get('train_seconds', 0) for r in records)
+        timed = [r['eval_seconds'] for r in records if 'eval_seconds' in r]
+        evaluation = (f'; evaluation time summed over the {len(timed)} runs that recorded it {sum(timed) / 60:.0f} min'
+                      if timed else ' (evaluation not included: these runs did not record it)')
         lines.append(f'- {len(runs)} comparison runs and {len(sweep)} sweep runs; training time summed over runs '
-                     f'{secs / 60:.0f} min (evaluation not included)')
+                     f'{secs / 60:.0f} min{evaluation}')
     teacher = ref.get('teacher')
     if teacher:
         lines += ['', f'Teacher {teacher["name"]} ({teacher["params"]:,} parameters, {teacher["iters"]} iterations). '
@@ -584,6 +590,17 @@ def prepare_eval_roots(args, val_paths, out):
     return roots
 
 
+@contextlib.contextmanager
+def locked_meta(path):
+    """meta.json as a dict, read and written back under an exclusive lock (workers share it)."""
+    import fcntl
+    with open(path + '.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        meta = json.load(open(path)) if os.path.isfile(path) else dict(commands=[], reference={})
+        yield meta
+        write_json(meta, path)
+
+
 def run(args):
     import torch
 
@@ -600,18 +617,18 @@ def run(args):
     index, count = (int(v) for v in args.worker.split('/'))
     this_meta = dict(run_meta(device), threads=torch.get_num_threads(), worker=args.worker)
     meta_path = os.path.join(out, 'meta.json')
-    meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else dict(commands=[], reference={})
-    meta.update(profile=args.profile, settings=plan.settings, seeds=plan.seeds, sets=list(args.sets),
-                val_count=args.val_count, sweep_factors=list(args.sweep_factors), smoke=args.smoke)
-    meta['commands'].append(this_meta)
-    write_json(meta, meta_path)
+    with locked_meta(meta_path) as meta:
+        meta.update(profile=args.profile, settings=plan.settings, seeds=plan.seeds, sets=list(args.sets),
+                    val_count=args.val_count, sweep_factors=list(args.sweep_factors), smoke=args.smoke)
+        meta['commands'].append(this_meta)
+    invocation_start = time.time()
 
     train_paths, val_paths = split_paths(args.train_dirs, args.val_count)
     roots = prepare_eval_roots(args, val_paths, out)
     eval_sets = list(args.sets) + ([VAL_SET] if val_paths else [])
     t_opt, scale, batch, lq_patch, teacher_ckpt = teacher_setup(plan, args)
-    meta.update(scale=scale)
-    write_json(meta, meta_path)
+    with locked_meta(meta_path) as meta:
+        meta.update(scale=scale)
     print(f'Loading {len(train_paths)} training images ({len(val_paths)} held out for validation)', flush=True)
     data = InMemoryPairs(train_paths, device, lq_patch, scale, workers=args.data_workers)
 
@@ -653,9 +670,9 @@ def run(args):
         if missing:
             ref.setdefault('sets', {}).update(evaluate_net('teacher', teacher_ckpt, t_opt['network_g'], roots,
                                                            missing, device, scale))
-        meta['reference']['teacher'] = ref
-        meta['reference']['bicubic'] = evaluate_net('bicubic', None, None, roots, eval_sets, device, scale)
-        write_json(meta, meta_path)
+        bicubic = evaluate_net('bicubic', None, None, roots, eval_sets, device, scale)
+        with locked_meta(meta_path) as meta:
+            meta['reference'].update(teacher=ref, bicubic=bicubic)
 
     def do_run(setting, method, seed, factor, role, sets_needed):
         path = plan.record_path(setting, method, seed, factor if role == 'sweep' else None)
@@ -688,8 +705,10 @@ def run(args):
             del model
         missing = [s for s in sets_needed if s not in rec['sets']]
         if missing:
+            eval_start = time.time()
             rec['sets'].update(evaluate_net(method, os.path.join(out, rec['weights']), rec['options']['network_g'],
                                             roots, missing, device, scale))
+            rec['eval_seconds'] = round(rec.get('eval_seconds', 0) + time.time() - eval_start, 1)
         if role == 'main':
             rec['role'] = 'main'
         write_json(rec, path)
@@ -739,6 +758,10 @@ def run(args):
         if pending:
             print(f'{len(pending)} runs wait for the weight sweep of another worker', flush=True)
             time.sleep(30)
+    with locked_meta(meta_path) as meta:  # this invocation's wall time, for the report's provenance
+        for entry in meta['commands']:
+            if all(entry.get(k) == this_meta[k] for k in ('command', 'date', 'worker', 'git_commit')):
+                entry['wall_seconds'] = round(time.time() - invocation_start, 1)
     return report(out)
 
 
