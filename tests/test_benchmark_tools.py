@@ -61,6 +61,26 @@ def test_benchmark_cpu_profile_smoke_pairs_seeds_sweeps_and_resumes(tmp_path):
     assert rec['iters'] == 4
 
 
+def test_benchmark_sweep_scope_each_chooses_weights_per_setting(tmp_path):
+    train_hr, _ = make_paired_folder(str(tmp_path / 'train'), 4, num=5, size=128, seed=1)
+    test_hr, _ = make_paired_folder(str(tmp_path / 'testsrc'), 4, num=2, size=64, seed=2)
+    shutil.copytree(test_hr, tmp_path / 'test' / 'Tiny' / 'HR')
+    out = tmp_path / 'out'
+    result = benchmark.main(['--smoke', '--profile', 'cpu', '--train-dirs', train_hr, '--test-root',
+                             str(tmp_path / 'test'), '--sets', 'Tiny', '--val-count', '1', '--data-workers', '1',
+                             '--methods', 'Scratch', 'FitNet', '--seeds', '0', '--sweep-factors', '0.1', '1',
+                             '--sweep-scope', 'each', '--out', str(out)])
+    sweep = {(r['setting'], r['sweep_factor']): r for r in result['sweep']}
+    assert set(sweep) == {(st, f) for st in ('compounded', 'depth') for f in (0.1, 1.0)}
+    for setting in ('compounded', 'depth'):  # each setting's run uses the weight its own sweep chose
+        best = max((0.1, 1.0), key=lambda f: sweep[(setting, f)]['sets']['Val']['psnr'])
+        main = [r for r in result['runs'] if r['setting'] == setting and r['method'] == 'FitNet']
+        assert len(main) == 1 and main[0]['feature_weight'] == sweep[(setting, best)]['feature_weight']
+    md = open(out / 'results.md').read()
+    assert 'first seed, every setting' in md and '| depth | FitNet |' in md
+    assert json.load(open(out / 'meta.json'))['sweep_scope'] == 'each'
+
+
 def test_speed_smoke_interleaved_floor_ratios_profile(tmp_path):
     """Every pair and method on the product path (build_model + optimize_parameters), ratios per round."""
     methods = ('floor', 'LogitsKD', 'MiPKD', 'MiPKD-bpm-half')

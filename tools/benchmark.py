@@ -19,9 +19,11 @@ batches (a generator of its own, seeded with s, that nothing else draws from). E
 hash of its initial student weights and of its first batch, so the pairing is checked, not assumed.
 
 Loss weights: each method's feature-term weight (MiPKD's FPM weight; each baseline's feature
-weight) is swept over ``--sweep-factors`` times its option-file value on the first setting and
-seed, and the factor with the best validation PSNR is used for every run of that method. The sweep
-and the choice are in the report.
+weight) is swept over ``--sweep-factors`` times its option-file value on the first seed, and the
+factor with the best validation PSNR is used for every run of that method. ``--sweep-scope first``
+(default) sweeps on the first setting and uses its choice in every setting; ``each`` sweeps and
+chooses per setting (a weight chosen on one compression need not suit another). The sweep and the
+choice are in the report.
 
 Resumable: each run writes ``runs/<setting>/<method>_seed<s>[_w<factor>].json`` with the exact
 options it used (and their hash) and the student's EMA weights; a run whose record exists with the
@@ -346,16 +348,21 @@ class Plan:
         return (len(self.args.sweep_factors) > 1 and method != 'MiPKD_bpm_quarter_batch'
                 and feature_weight_path(self.base_options(setting, method)) is not None)
 
-    def sweep_runs(self):
-        """``(setting, method, seed, factor)`` of the weight sweep (first setting, first seed)."""
-        setting, seed = self.settings[0], self.seeds[0]
-        return [(setting, m, seed, f) for m in self.methods(setting) if self.swept(setting, m)
-                for f in self.args.sweep_factors]
+    def sweep_setting(self, setting):
+        """The setting whose sweep chooses the weights of ``setting`` (``--sweep-scope``)."""
+        return setting if self.args.sweep_scope == 'each' else self.settings[0]
 
-    def chosen_factor(self, method):
+    def sweep_runs(self):
+        """``(setting, method, seed, factor)`` of the weight sweep (first seed; first or every setting)."""
+        seed = self.seeds[0]
+        settings = self.settings if self.args.sweep_scope == 'each' else self.settings[:1]
+        return [(setting, m, seed, f) for setting in settings for m in self.methods(setting)
+                if self.swept(setting, m) for f in self.args.sweep_factors]
+
+    def chosen_factor(self, method, setting):
         """Factor with the best validation PSNR in the sweep; None until the sweep is complete."""
         source = 'MiPKD' if method == 'MiPKD_bpm_quarter_batch' else method  # the cost variant follows MiPKD
-        setting, seed = self.settings[0], self.seeds[0]
+        setting, seed = self.sweep_setting(setting), self.seeds[0]
         if source not in self.files[setting] or not self.swept(setting, source):
             return 1
         scores = {}
@@ -455,16 +462,18 @@ def report(out):
                   'Bicubic and teacher PSNR: ' + ', '.join(
                       f'{s} {ref["bicubic"][s]["psnr"]:.2f} / {teacher["sets"][s]["psnr"]:.2f}' for s in sets)]
     if sweep:
-        lines += ['', '## Feature-weight sweep (validation split, first setting, first seed)', '',
-                  '| method | factor | weight | val PSNR |', '|---|---|---|---|']
-        for rec in sorted(sweep, key=lambda r: (METHODS.index(r['method']), r['sweep_factor'])):
-            lines.append(f'| {LABELS.get(rec["method"], rec["method"])} | {rec["sweep_factor"]:g} | '
+        scope = meta.get('sweep_scope', 'first')
+        lines += ['', '## Feature-weight sweep (validation split, first seed, '
+                  f'{"every setting" if scope == "each" else "first setting"})', '',
+                  '| setting | method | factor | weight | val PSNR |', '|---|---|---|---|---|']
+        for rec in sorted(sweep, key=lambda r: (r['setting'], METHODS.index(r['method']), r['sweep_factor'])):
+            lines.append(f'| {rec["setting"]} | {LABELS.get(rec["method"], rec["method"])} | {rec["sweep_factor"]:g} | '
                          f'{rec["feature_weight"]:g} | {rec["sets"][VAL_SET]["psnr"]:.3f} |')
         spreads = {}
         for rec in sweep:
-            spreads.setdefault(rec['method'], []).append(rec['sets'][VAL_SET]['psnr'])
+            spreads.setdefault((rec['setting'], rec['method']), []).append(rec['sets'][VAL_SET]['psnr'])
         lines += ['', 'Spread of the validation PSNR over the swept weights: ' + ', '.join(
-            f'{LABELS.get(m, m)} {max(v) - min(v):.3f} dB' for m, v in spreads.items()) +
+            f'{LABELS.get(m, m)} ({st}) {max(v) - min(v):.3f} dB' for (st, m), v in spreads.items()) +
             ' (each method uses its best; compare the spreads with the per-seed differences below).']
     summary = dict(settings={}, verdicts=[])
     deltas_for_plot = {}
@@ -624,7 +633,8 @@ def run(args):
     meta_path = os.path.join(out, 'meta.json')
     with locked_meta(meta_path) as meta:
         meta.update(profile=args.profile, settings=plan.settings, seeds=plan.seeds, sets=list(args.sets),
-                    val_count=args.val_count, sweep_factors=list(args.sweep_factors), smoke=args.smoke)
+                    val_count=args.val_count, sweep_factors=list(args.sweep_factors), sweep_scope=args.sweep_scope,
+                    smoke=args.smoke)
         meta['commands'].append(this_meta)
     invocation_start = time.time()
 
@@ -727,7 +737,7 @@ def run(args):
     def out_of_time():
         return args.time_limit and time.time() - start > args.time_limit
 
-    # 1. the weight sweep (first setting, first seed; validation split only)
+    # 1. the weight sweep (first seed, first or every setting; validation split only)
     sweep = plan.sweep_runs()
     for i, (setting, method, seed, factor) in enumerate(sweep):
         if out_of_time():
@@ -741,14 +751,14 @@ def run(args):
         for i, (setting, method, seed) in pending:
             if not mine(i):
                 continue
-            factor = plan.chosen_factor(method)
+            factor = plan.chosen_factor(method, setting)
             if factor is None:
                 waiting.append((i, (setting, method, seed)))
                 continue
             if out_of_time():
                 break
             if factor != 1 or plan.swept(setting, method):
-                # the chosen sweep run of the first setting and seed is this run: reuse its training
+                # the chosen sweep run of this setting and the first seed is this run: reuse its training
                 sweep_path = plan.record_path(setting, method, seed, factor)
                 main_path = plan.record_path(setting, method, seed)
                 main_rec, sweep_rec = plan.load(main_path), plan.load(sweep_path)
@@ -788,7 +798,7 @@ def time_steps(args):
     for setting in plan.settings:
         result[setting] = {}
         for method in plan.methods(setting):
-            factor = plan.chosen_factor(method) or 1
+            factor = plan.chosen_factor(method, setting) or 1
             opt = prepare_model_options(plan.run_options(setting, method, factor), 10, device, plan.out, teacher_ckpt,
                                         0, args.bf16, args.channels_last)
             from basicsr.models import build_model
@@ -820,6 +830,9 @@ def main(argv=None):
     parser.add_argument('--sweep-factors', nargs='+', type=float,
                         help='factors of the feature-term weight tried on the validation split (1 alone: no sweep; '
                         'default: the profile\'s)')
+    parser.add_argument('--sweep-scope', choices=('first', 'each'), default='first',
+                        help='sweep on the first setting and use its choice everywhere (default), or sweep and '
+                        'choose per setting')
     parser.add_argument('--data-root', default='datasets',
                         help='folder holding T91/HR, BSD200/HR and the test sets (default: datasets/)')
     parser.add_argument('--train-dirs', nargs='+', help='HR training folders (default: <data-root>/T91/HR '
