@@ -307,7 +307,7 @@ def with_fixes(model_cls):
     return _WITH_FIXES[model_cls]
 
 
-def wrap_build_model(original):
+def wrap_build_model():
     """BasicSR's build_model, building the model class :func:`with_fixes`."""
 
     def build_model(opt):
@@ -320,7 +320,6 @@ def wrap_build_model(original):
         get_root_logger().info(f'Model [{model.__class__.__name__}] is created.')
         return model
 
-    build_model._mixprior_wrapped = original
     return build_model
 
 
@@ -408,20 +407,13 @@ def wrap_parse_options(original):
     return parse_options
 
 
-def keep_teacher_on_resume(original):
-    """``load_resume_state`` that lists the teacher in ``path.ignore_resume_networks`` first (fix 0)."""
-
-    def load_resume_state(opt):
-        from mixprior_plugin.utils.options import normalise_teacher_aliases
-        normalise_teacher_aliases(opt)
-        return original(opt)
-
-    load_resume_state._mixprior_wrapped = original
-    return load_resume_state
-
-
 def portable_load_resume_state(opt):
-    """BasicSR's ``load_resume_state`` where there is CUDA, else ours (which maps to the CPU)."""
+    """Fix 0: BasicSR's ``load_resume_state`` where there is CUDA, else ours (which maps to the CPU).
+
+    The teacher is first listed in ``path.ignore_resume_networks``, so that ``check_resume`` keeps its path.
+    """
+    from mixprior_plugin.utils.options import normalise_teacher_aliases
+    normalise_teacher_aliases(opt)
     if cuda_available():
         return ORIGINALS['load_resume_state'](opt)
     return load_resume_state(opt)
@@ -430,10 +422,10 @@ def portable_load_resume_state(opt):
 def install_on_import():
     """Fix 0, the one change ``import mixprior_plugin`` makes in BasicSR (idempotent)."""
     train_mod = sys.modules.get('basicsr.train')
-    if train_mod is None or getattr(train_mod.load_resume_state, '_mixprior_wrapped', None):
+    if train_mod is None or 'load_resume_state' in ORIGINALS:
         return
-    ORIGINALS.setdefault('load_resume_state', train_mod.load_resume_state)
-    train_mod.load_resume_state = keep_teacher_on_resume(portable_load_resume_state)
+    ORIGINALS['load_resume_state'] = train_mod.load_resume_state
+    train_mod.load_resume_state = portable_load_resume_state
 
 
 def apply():
@@ -453,7 +445,7 @@ def apply():
     misc_mod = sys.modules['basicsr.utils.misc']
     ORIGINALS.update(yaml_load=options_mod.yaml_load, init_dist=options_mod.init_dist,
                      parse_options=options_mod.parse_options)
-    train_mod.load_resume_state = keep_teacher_on_resume(load_resume_state)
+    train_mod.load_resume_state = load_resume_state  # the teacher's path: parse_options (fix 3) keeps it
     for module in (train_mod, test_mod, misc_mod):
         if hasattr(module, 'mkdir_and_rename'):
             module.mkdir_and_rename = wrap_mkdir_and_rename(module.mkdir_and_rename)
@@ -461,8 +453,7 @@ def apply():
     options_mod.yaml_load = yaml_load
     train_mod.parse_options = wrap_parse_options(train_mod.parse_options)
     test_mod.parse_options = wrap_parse_options(test_mod.parse_options)
-    train_mod.build_model = wrap_build_model(train_mod.build_model)
-    test_mod.build_model = wrap_build_model(test_mod.build_model)
+    train_mod.build_model = test_mod.build_model = wrap_build_model()
     train_mod.EnlargedSampler = type('EnlargedSampler', (ResumableSampler, train_mod.EnlargedSampler), {})
     train_mod.create_train_val_dataloader = wrap_create_train_val_dataloader(train_mod.create_train_val_dataloader)
     train_mod.build_dataloader = wrap_build_dataloader(train_mod.build_dataloader)
