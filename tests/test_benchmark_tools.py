@@ -14,11 +14,16 @@ import benchmark  # noqa: E402
 import speed  # noqa: E402
 
 
-def test_benchmark_cpu_profile_smoke_pairs_seeds_sweeps_and_resumes(tmp_path):
+def smoke_data(tmp_path):
+    """A training folder and a one-set test root (tmp_path/test/Tiny) for --smoke; returns (train HR, out)."""
     train_hr, _ = make_paired_folder(str(tmp_path / 'train'), 4, num=5, size=128, seed=1)
     test_hr, _ = make_paired_folder(str(tmp_path / 'testsrc'), 4, num=2, size=64, seed=2)
     shutil.copytree(test_hr, tmp_path / 'test' / 'Tiny' / 'HR')
-    out = tmp_path / 'out'
+    return train_hr, tmp_path / 'out'
+
+
+def test_benchmark_cpu_profile_smoke_pairs_seeds_sweeps_and_resumes(tmp_path):
+    train_hr, out = smoke_data(tmp_path)
     argv = ['--smoke', '--profile', 'cpu', '--train-dirs', train_hr, '--test-root', str(tmp_path / 'test'), '--sets',
             'Tiny', '--val-count', '1', '--data-workers', '1', '--settings', 'compounded', '--methods', 'Scratch',
             'LogitsKD', 'MiPKD', 'FitNet', '--sweep-factors', '0.1', '1', '--out', str(out)]
@@ -62,10 +67,7 @@ def test_benchmark_cpu_profile_smoke_pairs_seeds_sweeps_and_resumes(tmp_path):
 
 
 def test_benchmark_sweep_scope_each_chooses_weights_per_setting(tmp_path):
-    train_hr, _ = make_paired_folder(str(tmp_path / 'train'), 4, num=5, size=128, seed=1)
-    test_hr, _ = make_paired_folder(str(tmp_path / 'testsrc'), 4, num=2, size=64, seed=2)
-    shutil.copytree(test_hr, tmp_path / 'test' / 'Tiny' / 'HR')
-    out = tmp_path / 'out'
+    train_hr, out = smoke_data(tmp_path)
     result = benchmark.main(['--smoke', '--profile', 'cpu', '--train-dirs', train_hr, '--test-root',
                              str(tmp_path / 'test'), '--sets', 'Tiny', '--val-count', '1', '--data-workers', '1',
                              '--methods', 'Scratch', 'FitNet', '--seeds', '0', '--sweep-factors', '0.1', '1',
@@ -109,3 +111,50 @@ def test_speed_smoke_interleaved_floor_ratios_profile(tmp_path):
     assert json.load(open(tmp_path / 'speed.json'))['meta']['git_commit']
     with pytest.raises(SystemExit):  # too few timed rounds for the random route to average out
         speed.main(['--steps', '3', '--out', str(tmp_path)])
+
+
+def test_choose_factor_keeps_the_file_weight_unless_the_lead_beats_the_seed_spread():
+    # factor 10 leads by 0.02 dB but the seeds disagree by 0.1 dB: the option file's weight stands
+    close = benchmark.choose_factor({0.1: [30.0, 30.1], 1.0: [30.05, 30.15], 10.0: [30.07, 30.17]})
+    assert close['best'] == 10.0 and close['chosen'] == 1.0 and 'weight stands' in close['reason']
+    assert abs(close['spread'] - 0.1) < 1e-9
+    # a lead of 0.3 dB with a spread of 0.02 dB is a choice
+    clear = benchmark.choose_factor({0.1: [30.0, 30.02], 1.0: [30.1, 30.12], 10.0: [30.4, 30.42]})
+    assert clear['chosen'] == 10.0 and 'more than the seed-to-seed spread' in clear['reason']
+
+
+def test_benchmark_converged_profile_selects_on_unreported_seeds_and_keeps_curves_and_mixers(tmp_path):
+    train_hr, out = smoke_data(tmp_path)
+    result = benchmark.main(['--smoke', '--profile', 'converged', '--train-dirs', train_hr, '--test-root',
+                             str(tmp_path / 'test'), '--sets', 'Tiny', '--val-count', '1', '--data-workers', '1',
+                             '--settings', 'depth', '--methods', 'Scratch', 'LogitsKD', 'MiPKD', 'FitNet',
+                             'MiPKD_detach_teacher_latent', '--sweep-factors', '0.1', '1', '--iters', '4',
+                             '--curve-points', '2', '--out', str(out)])
+    # the sweep ran on the selection seeds only, and no reported run is one of its runs
+    assert {(r['method'], r['seed'], r['sweep_factor']) for r in result['sweep']} == {
+        (m, s, f) for m in ('MiPKD', 'FitNet') for s in (100, 101) for f in (0.1, 1.0)}
+    assert {(r['method'], r['seed']) for r in result['runs']} == {
+        (m, s) for m in ('Scratch', 'LogitsKD', 'MiPKD', 'FitNet') for s in (0, 1)}
+    assert {(r['method'], r['seed']) for r in result['variants']} == {('MiPKD_detach_teacher_latent', s)
+                                                                      for s in (100, 101)}
+    assert all(set(r['sets']) == {'Val'} for r in result['sweep'] + result['variants'])
+    selection = result['summary']['selection']['depth']
+    for r in result['runs']:
+        # learning curves with the validation PSNR; every run's chosen weight comes from the selection seeds
+        assert [p['iter'] for p in r['curve']] == [2, 4] and all('val_psnr' in p and 'l_pix' in p for p in r['curve'])
+        if r['method'] in ('MiPKD', 'FitNet'):
+            chosen = selection[r['method']]['chosen']
+            sweep_run = next(s for s in result['sweep'] if s['method'] == r['method'] and s['sweep_factor'] == chosen)
+            assert r['feature_weight'] == sweep_run['feature_weight']
+    mipkd = next(r for r in result['runs'] if r['method'] == 'MiPKD')
+    assert mipkd['extra_weights'] and os.path.isfile(out / mipkd['extra_weights'])
+    assert next(r for r in result['runs'] if r['method'] == 'Scratch')['extra_weights'] is None
+    md = open(out / 'results.md').read()
+    assert 'Plateau: scratch' in md and 'Weight selection (validation split, selection seeds [100, 101])' in md
+    assert 'Variants on the selection seeds' in md and 'Verdicts:' in md and '- depth: MiPKD' in md
+    assert open(out / 'curves_depth.png', 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+    # the mixers of a committed run can be inspected from its record alone
+    import inspect_mixers
+    info = inspect_mixers.main(['--record', str(out / 'runs' / 'depth' / 'MiPKD_seed0.json'), '--images',
+                                str(tmp_path / 'test' / 'Tiny' / 'HR'), '--patch', '16'])
+    assert len(info['points']) == 2 and all(p['l_fpm'] > 0 for p in info['points'])

@@ -44,7 +44,7 @@ def test_option_file_is_valid(path):
 
 
 PAIR_RE = re.compile(r'((EDSR|RCAN|SwinIR)_\w+?-\w+?_x\d)\.yml$')
-BENCH_RE = re.compile(r'Benchmark/train_\w+?_(depth|width|compounded)_x4\.yml$')
+BENCH_RE = re.compile(r'(Benchmark\w*)/train_\w+?_(depth|width|compounded)_x\d\.yml$')
 
 
 def _groups():
@@ -56,7 +56,7 @@ def _groups():
         if match:
             groups[match.group(1)].append(path)
         elif bench:
-            groups[f'benchmark_{bench.group(1)}'].append(path)
+            groups[f'{bench.group(1)}_{bench.group(2)}'].append(path)
     return groups
 
 

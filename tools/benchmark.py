@@ -70,13 +70,29 @@ PROFILES = {
                 sweep_factors=(0.001, 0.01, 0.1, 1.0, 3.0, 10.0)),
     'gpu': dict(folder='Benchmark', settings=('depth', 'width', 'compounded'), seeds=(0, 1), threads=None,
                 sweep_factors=(0.01, 0.1, 1.0)),
+    # converged: students trained to their plateau; weights chosen on selection seeds that are never reported;
+    # MiPKD's ablations (where their option files are) at the reported seeds; hypothesis variants on the
+    # selection seeds, promoted to the reported seeds when they win there (tools/gen_options.py decides which
+    # setting has which files)
+    'converged': dict(folder='BenchmarkConverged', settings=('depth', 'width', 'compounded'), seeds=(0, 1, 2),
+                      selection_seeds=(100, 101), threads=1, sweep_factors=(0.1, 1.0, 10.0), curve_points=24,
+                      ablations=('MiPKD_fpm_only', 'MiPKD_bpm_only', 'MiPKD_bpm_quarter_batch'),
+                      variants=('MiPKD_detach_teacher_latent', 'MiPKD_ae_warmup', 'MiPKD_latent_teacher_width',
+                                'MiPKD_mlp_encoders', 'FitNet_fpm_gradient')),
 }
 # Order of the runs and of the table rows; a method with no option file in the profile is left out.
 METHODS = ('Scratch', 'LogitsKD', 'MiPKD', 'MiPKD_bpm_only', 'MiPKD_fpm_only', 'MiPKD_bpm_quarter_batch', 'FitNet',
-           'AT', 'FAKD', 'RKD')
+           'AT', 'FAKD', 'RKD', 'MiPKD_detach_teacher_latent', 'MiPKD_ae_warmup', 'MiPKD_latent_teacher_width',
+           'MiPKD_mlp_encoders', 'FitNet_fpm_gradient')
 LABELS = {'Scratch': 'scratch', 'LogitsKD': 'Logits-KD', 'MiPKD_fpm_only': 'MiPKD FPM only',
-          'MiPKD_bpm_only': 'MiPKD BPM only', 'MiPKD_bpm_quarter_batch': 'MiPKD BPM on 1/4 batch'}
+          'MiPKD_bpm_only': 'MiPKD BPM only', 'MiPKD_bpm_quarter_batch': 'MiPKD BPM on 1/4 batch',
+          'MiPKD_detach_teacher_latent': 'MiPKD detached teacher latent', 'MiPKD_ae_warmup': 'MiPKD AE warm-up',
+          'MiPKD_latent_teacher_width': 'MiPKD C_z = C_T', 'MiPKD_mlp_encoders': 'MiPKD MLP encoders',
+          'FitNet_fpm_gradient': 'FitNet at the FPM\'s gradient'}
 VAL_SET = 'Val'
+# The plateau criterion of the converged profile: scratch's validation PSNR (EMA weights) rises by less than
+# this over the last quarter of its schedule, in every setting.
+PLATEAU_RULE = dict(fraction=0.25, max_rise_db=0.03)
 # --smoke: tiny archs with the same roles (teacher deeper and wider than every student)
 SMOKE_ARCHS = {'teacher': (16, 4), 'depth': (16, 2), 'width': (8, 4), 'compounded': (8, 2)}
 
@@ -268,11 +284,18 @@ def tensor_sha(tensors):
 
 
 # ---- training and evaluation -------------------------------------------------------------------------
-def train(opt, data, batch, device, label='', max_steps=None):
+def train(opt, data, batch, device, label='', max_steps=None, validator=None, curve_points=0):
     """Train one run in memory.
 
+    Args:
+        validator (ValidationCurve | None): Scores the EMA student for the learning curve.
+        curve_points (int): Points of the learning curve (every ``iters // curve_points`` iterations: the
+            mean of each logged loss term since the last point, the learning rate and, with a validator,
+            the validation PSNR of the EMA weights). 0: no curve.
+
     Returns:
-        tuple: (model, seconds, mean step ms, pairing dict with ``init_sha`` and ``first_batch_sha``).
+        tuple: (model, seconds of training without the curve's validation, mean step ms, pairing dict with
+        ``init_sha`` and ``first_batch_sha``, curve list).
     """
     import torch
     from tqdm import tqdm
@@ -284,7 +307,9 @@ def train(opt, data, batch, device, label='', max_steps=None):
     pairing = dict(init_sha=tensor_sha(model.get_bare_model(model.net_g).state_dict().values()))
     generator = torch.Generator().manual_seed(opt['manual_seed'])
     iters = max_steps or opt['train']['total_iter']
-    start = time.time()
+    curve, sums, count = [], {}, 0
+    every = max(iters // curve_points, 1) if curve_points else 0
+    start, val_seconds = time.time(), 0.0
     bar = tqdm(range(1, iters + 1), desc=label, mininterval=30, disable=max_steps is not None)
     for it in bar:
         lq, gt = data.batch(batch, generator)
@@ -293,19 +318,79 @@ def train(opt, data, batch, device, label='', max_steps=None):
         model.update_learning_rate(it, warmup_iter=opt['train'].get('warmup_iter', -1))
         model.feed_data(dict(lq=lq, gt=gt))
         model.optimize_parameters(it)
-        if it % max(iters // 20, 1) == 0:
+        if every:
+            count += 1
+            for k, v in model.log_dict.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            if it % every == 0 or it == iters:
+                point = dict(iter=it, lr=model.get_current_learning_rate()[0],
+                             **{k: round(v / count, 6) for k, v in sums.items()})
+                if validator is not None:
+                    t = time.time()
+                    point['val_psnr'] = round(validator.psnr(model.get_bare_model(model.net_g_ema)), 4)
+                    val_seconds += time.time() - t
+                curve.append(point)
+                bar.set_postfix({k: f'{v:.4g}' for k, v in point.items() if k.startswith(('l_', 'val'))})
+                sums, count = {}, 0
+        elif it % max(iters // 20, 1) == 0:
             bar.set_postfix({k: f'{v:.3g}' for k, v in model.log_dict.items() if k.startswith('l_')})
     if device.type == 'cuda':
         torch.cuda.synchronize()
-    seconds = time.time() - start
-    return model, seconds, 1000 * seconds / iters, pairing
+    seconds = time.time() - start - val_seconds
+    return model, seconds, 1000 * seconds / iters, pairing, curve
 
 
-def save_weights(net, path, half=False):
+class ValidationCurve:
+    """PSNR (Y, crop_border = scale) of a network on held-out images, for learning curves.
+
+    The pairs are read and downscaled once; only PSNR is computed (SSIM is for the final evaluation).
+
+    Args:
+        paths (list[str]): HR images.
+        scale (int): Upscaling factor.
+        device (torch.device): Where the network runs.
+    """
+
+    def __init__(self, paths, scale, device):
+        from mixprior_plugin.utils.image_io import hr_lr_pair
+        self.pairs = [hr_lr_pair(p, scale) for p in paths]
+        self.scale, self.device = scale, device
+
+    def psnr(self, net):
+        from basicsr.metrics import calculate_psnr
+        from basicsr.utils import img2tensor, tensor2img
+
+        from mixprior_plugin.evaluation import sr_tensor
+        was_training = net.training
+        net.eval()
+        total = 0.0
+        for hr, lr in self.pairs:
+            x = img2tensor(lr.astype('float32') / 255., bgr2rgb=True, float32=True)[None].to(self.device)
+            sr = tensor2img(sr_tensor(net, x, self.scale))
+            total += calculate_psnr(sr, hr, crop_border=self.scale, test_y_channel=True)
+        net.train(was_training)
+        return total / len(self.pairs)
+
+
+def plateau(curve, fraction=0.25):
+    """Rise of the validation PSNR over the last ``fraction`` of a curve: ``(rise dB, from iter, to iter)``.
+
+    Measured from the curve point nearest to the start of that last part to the final point; None without
+    a validation curve.
+    """
+    points = [p for p in curve or [] if 'val_psnr' in p]
+    if len(points) < 2:
+        return None
+    last = points[-1]['iter']
+    start = min(points, key=lambda p: abs(p['iter'] - (1 - fraction) * last))
+    return round(points[-1]['val_psnr'] - start['val_psnr'], 4), start['iter'], last
+
+
+def save_weights(net, path, half=False, key='params_ema'):
     from mixprior_plugin.utils.checkpoint import atomic_save
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in net.state_dict().items()}
-    atomic_save({'params_ema': state}, path)
+    atomic_save({key: state}, path)
 
 
 def evaluate_net(label, ckpt, arch, roots, sets, device, scale):
@@ -328,6 +413,11 @@ class Plan:
         self.teacher_file, self.files = profile_runs(args.profile)
         self.settings = [s for s in PROFILES[args.profile]['settings'] if s in (args.settings or self.files)]
         self.seeds = list(args.seeds)
+        self.profile = PROFILES[args.profile]
+        self.selection_seeds = [] if args.smoke and not self.profile.get('selection_seeds') else list(
+            args.selection_seeds if args.selection_seeds is not None else self.profile.get('selection_seeds', ()))
+        if set(self.selection_seeds) & set(self.seeds):
+            raise BenchmarkError(f'Selection seeds {self.selection_seeds} must not be reported seeds {self.seeds}')
         self.out = os.path.abspath(args.out)
 
     def record_path(self, setting, method, seed, factor=None):
@@ -337,45 +427,108 @@ class Plan:
     def load(self, path):
         return json.load(open(path)) if os.path.isfile(path) else None
 
-    def methods(self, setting):
+    def methods(self, setting, role=None):
+        """Methods of ``setting`` with an option file, in table order; ``role``: 'main' (compared at the reported
+        seeds), 'ablation' (MiPKD's ablations, at the reported seeds), 'variant' (hypotheses tried on the selection
+        seeds). The profile's option folder decides which setting has which."""
         wanted = self.args.methods or METHODS
-        return [m for m in METHODS if m in self.files[setting] and m in wanted]
+        found = [m for m in METHODS if m in self.files[setting] and m in wanted]
+        ablations, variants = self.profile.get('ablations'), self.profile.get('variants', ())
+        if role is None:
+            return found
+        if role == 'variant':
+            return [m for m in found if m in variants]
+        if ablations is None:  # older profiles: every method everywhere
+            return [m for m in found if m not in variants] if role == 'main' else []
+        if role == 'ablation':
+            return [m for m in found if m in ablations]
+        return [m for m in found if m not in ablations and m not in variants]
 
     def base_options(self, setting, method):
         return load_options(self.files[setting][method], self.args.smoke)
 
+    def weight_source(self, method):
+        """The method whose sweep sets ``method``'s feature weight: MiPKD for its cost variant (and, in profiles
+        with ablations, for its ablations and variants), else the method itself."""
+        if method == 'MiPKD_bpm_quarter_batch':
+            return 'MiPKD'
+        if method.startswith('MiPKD_') and method in (self.profile.get('ablations') or ()) + \
+                self.profile.get('variants', ()):
+            return 'MiPKD'
+        return method
+
     def swept(self, setting, method):
-        return (len(self.args.sweep_factors) > 1 and method != 'MiPKD_bpm_quarter_batch'
+        return (len(self.args.sweep_factors) > 1 and self.weight_source(method) == method
+                and method not in self.profile.get('variants', ())
                 and feature_weight_path(self.base_options(setting, method)) is not None)
 
     def sweep_setting(self, setting):
         """The setting whose sweep chooses the weights of ``setting`` (``--sweep-scope``)."""
         return setting if self.args.sweep_scope == 'each' else self.settings[0]
 
+    @property
+    def sweep_seeds(self):
+        """Selection seeds (never reported) where the profile has them, else the first reported seed."""
+        return list(self.selection_seeds) or self.seeds[:1]
+
     def sweep_runs(self):
-        """``(setting, method, seed, factor)`` of the weight sweep (first seed; first or every setting)."""
-        seed = self.seeds[0]
+        """``(setting, method, seed, factor)`` of the weight sweep (selection seeds; first or every setting)."""
         settings = self.settings if self.args.sweep_scope == 'each' else self.settings[:1]
-        return [(setting, m, seed, f) for setting in settings for m in self.methods(setting)
-                if self.swept(setting, m) for f in self.args.sweep_factors]
+        return [(setting, m, seed, f) for seed in self.sweep_seeds for setting in settings
+                for m in self.methods(setting, 'main') if self.swept(setting, m) for f in self.args.sweep_factors]
+
+    def selection(self, method, setting):
+        """The sweep of ``method`` in ``setting``: ``dict(scores, per_seed, spread, best, chosen, reason)`` or None
+        until every sweep run has its validation PSNR.
+
+        One seed (the older profiles): the best factor. Selection seeds: the factor with the best mean validation
+        PSNR over them, unless its lead over the option file's weight (factor 1) is within the seed-to-seed
+        spread (the mean over factors of the range of the validation PSNR across the selection seeds): then the
+        option file's weight stands.
+        """
+        setting, seeds = self.sweep_setting(setting), self.sweep_seeds
+        per_seed = {}
+        for f in self.args.sweep_factors:
+            per_seed[f] = []
+            for seed in seeds:
+                rec = self.load(self.record_path(setting, method, seed, f))
+                if rec is None or VAL_SET not in rec['sets']:
+                    return None
+                per_seed[f].append(rec['sets'][VAL_SET]['psnr'])
+        return dict(choose_factor(per_seed), seeds=seeds)
 
     def chosen_factor(self, method, setting):
-        """Factor with the best validation PSNR in the sweep; None until the sweep is complete."""
-        source = 'MiPKD' if method == 'MiPKD_bpm_quarter_batch' else method  # the cost variant follows MiPKD
-        setting, seed = self.sweep_setting(setting), self.seeds[0]
-        if source not in self.files[setting] or not self.swept(setting, source):
+        """The sweep's chosen factor (see :meth:`selection`); 1 when not swept; None until the sweep is complete."""
+        source = self.weight_source(method)
+        if source not in self.files[self.sweep_setting(setting)] or not self.swept(self.sweep_setting(setting),
+                                                                                   source):
             return 1
-        scores = {}
-        for f in self.args.sweep_factors:
-            rec = self.load(self.record_path(setting, source, seed, f))
+        sel = self.selection(source, setting)
+        return None if sel is None else sel['chosen']
+
+    def variant_runs(self):
+        """``(setting, variant, seed)`` of the hypothesis variants, on the selection seeds."""
+        return [(setting, v, seed) for seed in self.sweep_seeds for setting in self.settings
+                for v in self.methods(setting, 'variant')]
+
+    def promoted(self, setting, variant):
+        """Whether ``variant`` beat its base method on the selection seeds by more than the spread (then it is
+        run at the reported seeds too); None until its runs and the base's selection are complete."""
+        sel = self.selection(variant.split('_')[0], setting)
+        if sel is None:
+            return None
+        scores = []
+        for seed in sel['seeds']:
+            rec = self.load(self.record_path(setting, variant, seed))
             if rec is None or VAL_SET not in rec['sets']:
                 return None
-            scores[f] = rec['sets'][VAL_SET]['psnr']
-        return max(scores, key=scores.get)
+            scores.append(rec['sets'][VAL_SET]['psnr'])
+        return sum(scores) / len(scores) - sel['scores'][sel['chosen']] > sel['spread']
 
     def main_runs(self):
         """``(setting, method, seed)`` of the comparison, seed-major so partial results are paired."""
-        return [(setting, m, seed) for seed in self.seeds for setting in self.settings for m in self.methods(setting)]
+        return [(setting, m, seed) for seed in self.seeds for setting in self.settings
+                for m in self.methods(setting, 'main') + self.methods(setting, 'ablation')]
 
     def run_options(self, setting, method, factor):
         return scaled_feature_weight(self.base_options(setting, method), factor)
@@ -400,6 +553,34 @@ def teacher_setup(plan, args):
     return t_opt, scale, batch, lq_patch, ckpt
 
 
+def choose_factor(per_seed):
+    """The sweep's choice from ``per_seed`` (factor -> validation PSNR per selection seed, same seed order).
+
+    The factor with the best mean, unless more than one seed was run and its lead over the option file's weight
+    (factor 1) is within the seed-to-seed spread (the mean over factors of the range across seeds): then the
+    option file's weight stands.
+
+    Returns:
+        dict: ``scores`` (factor -> mean), ``per_seed``, ``spread``, ``best``, ``chosen``, ``reason``.
+    """
+    scores = {f: sum(v) / len(v) for f, v in per_seed.items()}
+    best = max(scores, key=scores.get)
+    spread = sum(max(v) - min(v) for v in per_seed.values()) / len(per_seed)
+    chosen, reason = best, 'best mean validation PSNR'
+    if len(next(iter(per_seed.values()))) > 1 and best != 1 and 1 in scores:
+        lead = scores[best] - scores[1]
+        if lead <= spread:
+            chosen = 1
+            reason = (f'the best factor {best:g} leads the option file\'s weight by {lead:.3f} dB, within the '
+                      f'seed-to-seed spread {spread:.3f} dB: the file\'s weight stands')
+        else:
+            reason = (f'leads the option file\'s weight by {lead:.3f} dB, more than the seed-to-seed spread '
+                      f'{spread:.3f} dB')
+    elif best == 1:
+        reason = 'the option file\'s weight has the best mean validation PSNR'
+    return dict(scores=scores, per_seed=per_seed, spread=spread, best=best, chosen=chosen, reason=reason)
+
+
 # ---- reporting -------------------------------------------------------------------------------------------
 def mean_std(values):
     n = len(values)
@@ -408,8 +589,9 @@ def mean_std(values):
     return mean, std
 
 
-def collect(out):
-    """Main-run records by (setting, method, seed) and the sweep records."""
+def collect(out, variants=None):
+    """Main-run records by (setting, method, seed) and the sweep records (and, given a list, the variant
+    records of the selection seeds are appended to it)."""
     runs, sweep = {}, []
     for path in sorted(glob.glob(os.path.join(out, 'runs', '*', '*.json'))):
         rec = json.load(open(path))
@@ -417,6 +599,8 @@ def collect(out):
             runs[(rec['setting'], rec['method'], rec['seed'])] = rec
         if rec.get('sweep_factor') is not None:
             sweep.append(rec)
+        if rec.get('role') == 'variant' and variants is not None:
+            variants.append(rec)
     return runs, sweep
 
 
@@ -437,6 +621,8 @@ def report(out):
     """Write results.json, results.md and paired_deltas.png from the run records; returns the Markdown."""
     os.makedirs(out, exist_ok=True)
     meta = json.load(open(os.path.join(out, 'meta.json'))) if os.path.isfile(os.path.join(out, 'meta.json')) else {}
+    if meta.get('selection_seeds'):
+        return report_selection(out, meta)
     runs, sweep = collect(out)
     ref = meta.get('reference', {})
     sets = meta.get('sets', [])
@@ -558,6 +744,216 @@ def report(out):
     return text
 
 
+def paired_verdict(name_a, name_b, diffs, sets):
+    """One line comparing A with B per set from paired per-seed differences (``diffs``: set -> A - B per seed).
+
+    A set is resolved when the mean difference exceeds two paired standard deviations (with at least two
+    seeds); otherwise the difference is within the seed spread and called unresolved, not a win.
+    """
+    seeds = len(next(iter(diffs.values())))
+    groups = {'higher': [], 'lower': [], 'unresolved': []}
+    for s in sets:
+        mean, std = mean_std(diffs[s])
+        word = 'unresolved' if seeds < 2 or abs(mean) <= 2 * std else ('higher' if mean > 0 else 'lower')
+        groups[word].append(f'{s} {mean:+.3f} ± {std:.3f}')
+    n = len(sets)
+    if len(groups['higher']) == n:
+        head = f'{name_a} > {name_b} on every set'
+    elif len(groups['lower']) == n:
+        head = f'{name_a} < {name_b} on every set'
+    elif not groups['higher'] and not groups['lower']:
+        head = f'{name_a} vs {name_b}: unresolved'
+    else:
+        head = f'{name_a} vs {name_b}: mixed'
+    body = '; '.join(f'{word} on {len(v)}/{n} ({", ".join(v)})' for word, v in groups.items() if v)
+    per_seed = ', '.join(f'{s} ' + ' '.join(f'{d:+.3f}' for d in diffs[s]) for s in sets)
+    return f'{head} ({seeds} seeds, mean ± paired std): {body}; per seed: {per_seed}'
+
+
+def report_selection(out, meta):
+    """The report of a profile with selection seeds (the converged study): provenance, teacher plateau, per
+    setting the plateau and regime checks, the weight selection on the unreported seeds, the variants, the
+    comparison at the reported seeds with paired verdicts against scratch, Logits-KD and MiPKD, learning
+    curves (``curves_<setting>.png``) and paired deltas (``paired_deltas.png``)."""
+    variants = []
+    runs, sweep = collect(out, variants)
+    ref, sets = meta.get('reference', {}), meta.get('sets', [])
+    step = json.load(open(os.path.join(out, 'step_times.json'))) if os.path.isfile(
+        os.path.join(out, 'step_times.json')) else None
+    rule = meta.get('plateau_rule', PLATEAU_RULE)
+    lines = [f'# Method benchmark at convergence, {meta.get("profile", "?")} profile (x{meta.get("scale", "?")}, PSNR '
+             'dB on Y, crop_border = scale)', '',
+             f'Reported seeds {meta.get("seeds")}; weights chosen on the selection seeds {meta["selection_seeds"]}, '
+             'which are never reported. A paired difference is resolved when its mean exceeds two paired standard '
+             'deviations over the reported seeds; otherwise it is called unresolved.', '']
+    for m in meta.get('commands', []):
+        wall = f', wall time {m["wall_seconds"] / 60:.1f} min' if 'wall_seconds' in m else ''
+        lines.append(f'- `{m["command"]}` at {m["git_commit"]}{" (dirty)" if m.get("git_dirty") else ""}, '
+                     f'{m["device"]}, {m["date"]}{wall}')
+    records = list(runs.values()) + sweep + variants
+    if records:
+        lines.append(f'- {len(runs)} comparison runs, {len(sweep)} selection runs, {len(variants)} variant runs; '
+                     f'training time summed {sum(r.get("train_seconds", 0) for r in records) / 3600:.1f} h, '
+                     f'evaluation {sum(r.get("eval_seconds", 0) for r in records) / 3600:.1f} h')
+    teacher = ref.get('teacher')
+    if teacher:
+        rise = teacher.get('plateau')
+        lines += ['', f'Teacher {teacher["name"]} ({teacher["params"]:,} parameters, {teacher["iters"]} iterations'
+                  + (f'; validation PSNR {rise[0]:+.3f} dB over its last quarter, iterations {rise[1]}-{rise[2]}'
+                     if rise else '') + '). Bicubic / teacher PSNR: ' + ', '.join(
+                      f'{s} {ref["bicubic"][s]["psnr"]:.2f} / {teacher["sets"][s]["psnr"]:.2f}' for s in sets)]
+    summary = dict(settings={}, verdicts=[], selection={}, variants={})
+    deltas_for_plot = {}
+    order = list(PROFILES.get(meta.get('profile'), {}).get('settings', ())) + list(meta.get('settings', []))
+    with_records = {k[0] for k in runs} | {r['setting'] for r in sweep + variants}
+    settings = [st for i, st in enumerate(order) if st not in order[:i] and st in with_records]
+    for setting in settings:
+        rows = {}
+        for (st, method, seed), rec in runs.items():
+            if st == setting:
+                rows.setdefault(method, {})[seed] = rec
+        lines += ['', f'## {setting} compression']
+        some = next(iter(rows.get('Scratch', {}).values()), None) or next(
+            (r for r in sweep if r['setting'] == setting), None)
+        if some:
+            lines += ['', f'Student {some["student"]} ({some["params"]:,} parameters), {some["iters"]} iterations, '
+                      f'batch {some["batch"]}, LR patch {some["lq_patch"]}.']
+        # plateau and regime
+        if 'Scratch' in rows:
+            seeds = sorted(rows['Scratch'])
+            rises = [rows['Scratch'][k].get('plateau') for k in seeds]
+            if all(rises):
+                mean_rise = sum(r[0] for r in rises) / len(rises)
+                ok = mean_rise < rule['max_rise_db']
+                lines += ['', f'Plateau: scratch\'s validation PSNR rose {mean_rise:+.3f} dB on average over the last '
+                          f'quarter (iterations {rises[0][1]}-{rises[0][2]}; per seed ' +
+                          ', '.join(f'{r[0]:+.3f}' for r in rises) +
+                          f'): {"holds" if ok else "FAILS"} (< {rule["max_rise_db"]} dB).']
+                summary.setdefault('plateau', {})[setting] = dict(mean_rise=mean_rise, per_seed=[r[0] for r in rises],
+                                                                  holds=ok)
+            if teacher:
+                checks = []
+                for s_ in sets:
+                    sc = mean_std([rows['Scratch'][k]['sets'][s_]['psnr'] for k in seeds])[0]
+                    best = max(mean_std([rows[m][k]['sets'][s_]['psnr'] for k in rows[m]])[0] for m in rows)
+                    gap, gap_best = teacher['sets'][s_]['psnr'] - sc, teacher['sets'][s_]['psnr'] - best
+                    checks.append(f'{s_} teacher - scratch {gap:+.2f}, teacher - best student {gap_best:+.2f} '
+                                  f'({"ok" if gap_best >= 0.3 else "FAILS >= 0.3"})')
+                lines += ['', 'Regime (converged students at least 0.3 dB below the teacher): ' + '; '.join(checks)
+                          + '.']
+        # selection
+        swept = {}
+        for rec in sweep:
+            if rec['setting'] == setting:
+                swept.setdefault(rec['method'], {}).setdefault(rec['sweep_factor'], {})[rec['seed']] = rec
+        if swept:
+            sel_seeds = meta['selection_seeds']
+            lines += ['', f'Weight selection (validation split, selection seeds {sel_seeds}):', '',
+                      '| method | factor | weight | ' + ' | '.join(f'seed {k}' for k in sel_seeds) + ' | mean |',
+                      '|---' * (4 + len(sel_seeds)) + '|']
+            for method in [m for m in METHODS if m in swept]:
+                for f in sorted(swept[method]):
+                    recs = swept[method][f]
+                    vals = [recs[k]['sets'][VAL_SET]['psnr'] if k in recs else None for k in sel_seeds]
+                    done = [v for v in vals if v is not None]
+                    weight = next(iter(recs.values()))['feature_weight']
+                    cells = ' | '.join('-' if v is None else f'{v:.3f}' for v in vals)
+                    lines.append(f'| {LABELS.get(method, method)} | {f:g} | {weight:g} | {cells} | '
+                                 f'{sum(done) / len(done):.3f} |')
+            lines.append('')
+            for method in [m for m in METHODS if m in swept]:
+                complete = all(len(r) == len(sel_seeds) for r in swept[method].values()) and \
+                    len(swept[method]) == len(meta.get('sweep_factors', ()))
+                if not complete:
+                    lines.append(f'- {LABELS.get(method, method)}: selection incomplete')
+                    continue
+                choice = choose_factor({f: [swept[method][f][k]['sets'][VAL_SET]['psnr'] for k in sel_seeds]
+                                        for f in sorted(swept[method])})
+                summary['selection'].setdefault(setting, {})[method] = choice
+                lines.append(f'- {LABELS.get(method, method)}: factor {choice["chosen"]:g} ({choice["reason"]})')
+        # variants on the selection seeds
+        var = [r for r in variants if r['setting'] == setting]
+        if var:
+            lines += ['', 'Variants on the selection seeds (validation PSNR; a variant that beats its base at the '
+                      'chosen weight by more than the base\'s seed-to-seed spread is run at the reported seeds):', '',
+                      '| variant | seeds | mean | base at its chosen weight | difference | spread | promoted |',
+                      '|---|---|---|---|---|---|---|']
+            by_variant = {}
+            for r in var:
+                by_variant.setdefault(r['method'], []).append(r)
+            for method in [m for m in METHODS if m in by_variant]:
+                vals = [r['sets'][VAL_SET]['psnr'] for r in sorted(by_variant[method], key=lambda r: r['seed'])]
+                base = summary['selection'].get(setting, {}).get(method.split('_')[0])
+                mean = sum(vals) / len(vals)
+                if base is None:
+                    lines.append(f'| {LABELS.get(method, method)} | {len(vals)} | {mean:.3f} | - | - | - | - |')
+                    continue
+                base_mean = base['scores'][base['chosen']]
+                promoted = mean - base_mean > base['spread'] and len(vals) == len(meta['selection_seeds'])
+                summary['variants'].setdefault(setting, {})[method] = dict(mean=mean, base=base_mean,
+                                                                           spread=base['spread'], promoted=promoted)
+                lines.append(f'| {LABELS.get(method, method)} | {len(vals)} | {mean:.3f} | {base_mean:.3f} | '
+                             f'{mean - base_mean:+.3f} | {base["spread"]:.3f} | {"yes" if promoted else "no"} |')
+        if not rows:
+            continue
+        # the comparison
+        lines += ['', '| method | seeds | ' + ' | '.join(f'{s_} mean ± std' for s_ in sets) + ' | Δ scratch (per seed) '
+                  '| Δ MiPKD (per seed) | step time / Logits-KD |', '|---' * (len(sets) + 5) + '|']
+        setting_summary, paired = {}, {}
+        for method in [m for m in METHODS if m in rows]:
+            done = sorted(rows[method])
+            cells = [('{:.3f} ± {:.3f}').format(*mean_std([rows[method][k]['sets'][s_]['psnr'] for k in done]))
+                     for s_ in sets]
+            paired[method] = {}
+            for base in ('Scratch', 'LogitsKD', 'MiPKD'):
+                common = [k for k in done if k in rows.get(base, {})]
+                if common and base != method:
+                    paired[method][base] = {s_: [rows[method][k]['sets'][s_]['psnr'] - rows[base][k]['sets'][s_]['psnr']
+                                                 for k in common] for s_ in sets}
+            fmt = lambda d: '<br>'.join(f'{s_}: ' + ' '.join(f'{v:+.3f}' for v in d[s_]) for s_ in sets) if d else '-'  # noqa: E731,E501
+            ratio = ''
+            if step and setting in step and method in step[setting] and 'LogitsKD' in step[setting]:
+                ratio = f'{step[setting][method]["ms"] / step[setting]["LogitsKD"]["ms"]:.2f}'
+            weight = rows[method][done[0]].get('feature_weight')
+            label = LABELS.get(method, method) + (f' (w {weight:g})' if weight is not None else '')
+            lines.append(f'| {label} | {len(done)} | ' + ' | '.join(cells) + f' | {fmt(paired[method].get("Scratch"))} '
+                         f'| {fmt(paired[method].get("MiPKD"))} | {ratio} |')
+            setting_summary[method] = dict(seeds=done, feature_weight=weight,
+                                           psnr={s_: mean_std([rows[method][k]['sets'][s_]['psnr'] for k in done])
+                                                 for s_ in sets},
+                                           **{f'delta_{b}': d for b, d in paired[method].items()})
+            if 'Scratch' in paired[method]:
+                deltas_for_plot[(setting, method)] = paired[method]['Scratch']
+        summary['settings'][setting] = setting_summary
+        all_seeds = sorted({k for m in rows for k in rows[m]})
+        pairing_ok = all(len({rows[m][k]['pairing']['init_sha'] for m in rows if k in rows[m]}) == 1 and
+                         len({rows[m][k]['pairing']['first_batch_sha'] for m in rows if k in rows[m]}) == 1
+                         for k in all_seeds)
+        lines += ['', f'Pairing check (same initial student and first batch for every method of a seed): '
+                  f'{"holds" if pairing_ok else "BROKEN"}.', '', 'Verdicts:']
+        for method in [m for m in METHODS if m in rows and m != 'Scratch']:
+            for base in ('Scratch', 'LogitsKD', 'MiPKD'):
+                if base in paired[method] and not (method == 'LogitsKD' and base == 'MiPKD'):
+                    line = f'{setting}: ' + paired_verdict(LABELS.get(method, method), LABELS.get(base, base),
+                                                           paired[method][base], sets)
+                    lines.append(f'- {line}')
+                    summary['verdicts'].append(line)
+        curves = {LABELS.get(m, m): [rows[m][k].get('curve') or [] for k in sorted(rows[m])] for m in METHODS
+                  if m in rows}
+        plot_curves(curves, f'{setting} compression: validation PSNR of the EMA student, mean over the reported seeds',
+                    os.path.join(out, f'curves_{setting}.png'))
+        lines += ['', f'Learning curves: curves_{setting}.png.']
+    if step:
+        lines += ['', f'Step times: {step.get("note", "")}']
+    text = '\n'.join(lines) + '\n'
+    with open(os.path.join(out, 'results.md'), 'w') as f:
+        f.write(text)
+    write_json(dict(meta=meta, summary=summary, runs=[runs[k] for k in sorted(runs)], sweep=sweep, variants=variants,
+                    step_times=step), os.path.join(out, 'results.json'))
+    plot(deltas_for_plot, sets, settings, os.path.join(out, 'paired_deltas.png'))
+    return text
+
+
 def plot(deltas, sets, settings, path):
     """One panel per setting: PSNR - scratch per method and test set, one point per seed, bar = mean."""
     import matplotlib
@@ -589,6 +985,35 @@ def plot(deltas, sets, settings, path):
     plt.close(fig)
 
 
+def plot_curves(curves, title, path):
+    """Validation PSNR against iteration, the mean over seeds per label (``curves``: label -> list of curves);
+    left the whole run, right its second half."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for label, runs in curves.items():
+        runs = [[p for p in c if 'val_psnr' in p] for c in runs]
+        runs = [c for c in runs if c]
+        if not runs:
+            continue
+        length = min(len(c) for c in runs)
+        iters = [runs[0][i]['iter'] for i in range(length)]
+        mean = [sum(c[i]['val_psnr'] for c in runs) / len(runs) for i in range(length)]
+        for ax, lo in zip(axes, (0, length // 2)):
+            ax.plot(iters[lo:], mean[lo:], marker='.', markersize=3, label=f'{label} ({len(runs)})')
+    for ax, part in zip(axes, ('whole run', 'second half')):
+        ax.set_xlabel('iteration')
+        ax.set_ylabel('validation PSNR (dB), mean over seeds')
+        ax.set_title(part, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # ---- main ----------------------------------------------------------------------------------------------
 def prepare_eval_roots(args, val_paths, out):
     """Folders to evaluate on: the test sets, and the validation split as set 'Val'."""
@@ -615,6 +1040,151 @@ def locked_meta(path):
         write_json(meta, path)
 
 
+def claim(path):
+    """Claim a run for this process (``<record>.claim`` holding host and pid, created exclusively); a claim of
+    a process that no longer runs on this host is taken over. Returns whether this process holds it."""
+    import socket
+    claim_path = path + '.claim'
+    me = f'{socket.gethostname()} {os.getpid()}'
+    os.makedirs(os.path.dirname(claim_path), exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(claim_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                host, pid = open(claim_path).read().split()
+            except (OSError, ValueError):
+                return False
+            if host != socket.gethostname() or pid_alive(int(pid)):
+                return False
+            with contextlib.suppress(OSError):
+                os.remove(claim_path)
+            continue
+        with os.fdopen(fd, 'w') as f:
+            f.write(me)
+        return True
+    return False
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release(path):
+    with contextlib.suppress(OSError):
+        os.remove(path + '.claim')
+
+
+class Job:
+    """One run of the plan. A sweep job has its factor; a main or variant job uses the sweep's choice, known
+    once ``ready()`` (see :meth:`Plan.chosen_factor`)."""
+
+    def __init__(self, plan, setting, method, seed, role, sets, factor=None, ready=None):
+        self.plan, self.setting, self.method, self.seed, self.role, self.sets = plan, setting, method, seed, role, sets
+        self._factor = factor
+        self.ready = ready or (lambda: plan.chosen_factor(method, setting) is not None)
+
+    def dropped(self):
+        """A variant's run at a reported seed once the variant lost on the selection seeds."""
+        return (self.role == 'main' and self.method in self.plan.profile.get('variants', ())
+                and self.plan.promoted(self.setting, self.method) is False)
+
+    def args(self):
+        """``(setting, method, seed, factor, role, sets)`` for run_spec / do_run."""
+        factor = self._factor if self._factor is not None else self.plan.chosen_factor(self.method, self.setting) or 1
+        return self.setting, self.method, self.seed, factor, self.role, self.sets
+
+
+def selection_plan(plan, eval_sets, val_only):
+    """Jobs of a profile with selection seeds, setting by setting so that a partial study has whole settings:
+    the sweep on the selection seeds, the hypothesis variants there, the comparison at the reported seeds once
+    the weights are chosen, and the variants that won on the selection seeds at the reported seeds."""
+    jobs = []
+    for setting in plan.settings:
+        for seed in plan.sweep_seeds:
+            for method in plan.methods(setting, 'main'):
+                if plan.swept(setting, method):
+                    jobs += [Job(plan, setting, method, seed, 'sweep', val_only, f, lambda: True)
+                             for f in plan.args.sweep_factors]
+        jobs += [Job(plan, setting, v, seed, 'variant', val_only) for st, v, seed in plan.variant_runs()
+                 if st == setting]
+        jobs += [Job(plan, setting, m, seed, 'main', eval_sets) for st, m, seed in plan.main_runs() if st == setting]
+        jobs += [Job(plan, setting, v, seed, 'main', eval_sets,
+                     ready=lambda v=v, st=setting: plan.promoted(st, v) is True)
+                 for seed in plan.seeds for v in plan.methods(setting, 'variant')]
+    return jobs
+
+
+def first_seed_sweep_plan(plan, eval_sets, val_only):
+    """Jobs of the older profiles: the sweep on the first reported seed, then the comparison."""
+    jobs = [Job(plan, setting, m, seed, 'sweep', val_only, f, lambda: True)
+            for setting, m, seed, f in plan.sweep_runs()]
+    return jobs + [Job(plan, setting, m, seed, 'main', eval_sets) for setting, m, seed in plan.main_runs()]
+
+
+def reuse_sweep_run(plan, setting, method, seed, factor, out):
+    """The chosen sweep run of the first seed is that seed's comparison run: copy its record and weights."""
+    sweep_path = plan.record_path(setting, method, seed, factor)
+    main_path = plan.record_path(setting, method, seed)
+    main_rec, sweep_rec = plan.load(main_path), plan.load(sweep_path)
+    if sweep_rec is not None and (main_rec is None or main_rec['options_sha'] != sweep_rec['options_sha']):
+        for suffix in ('.pth', '_extra.pth'):
+            if os.path.isfile(os.path.splitext(sweep_path)[0] + suffix):
+                shutil.copyfile(os.path.splitext(sweep_path)[0] + suffix, os.path.splitext(main_path)[0] + suffix)
+        rec = json.load(open(sweep_path))
+        rec['weights'] = os.path.relpath(os.path.splitext(main_path)[0] + '.pth', out)
+        if rec.get('extra_weights'):
+            rec['extra_weights'] = os.path.relpath(os.path.splitext(main_path)[0] + '_extra.pth', out)
+        rec['sweep_factor'] = None
+        write_json(rec, main_path)
+
+
+def train_teacher(args, plan, t_opt, teacher_ckpt, data, validator, roots, eval_sets, device, this_meta):
+    """Train the profile's teacher, store its EMA weights, evaluation, learning curve and plateau check beside
+    the checkpoint (``<name>.json``, ``<name>.md``, ``<name>_curve.png``)."""
+    scale = t_opt['scale']
+    batch = t_opt['datasets']['train']['batch_size_per_gpu']
+    lq_patch = t_opt['datasets']['train']['gt_size'] // scale
+    iters = args.teacher_iters or t_opt['train']['total_iter']
+    print(f'Training the teacher ({os.path.relpath(plan.teacher_file, REPO)}, {iters} iterations)', flush=True)
+    model, seconds, _, _, curve = train(prepare_model_options(t_opt, iters, device, plan.out, None, 0, args.bf16,
+                                                              args.channels_last), data, batch, device, 'teacher',
+                                        validator=validator, curve_points=args.curve_points)
+    ref = dict(name=os.path.basename(teacher_ckpt), params=sum(p.numel() for p in model.net_g.parameters()),
+               iters=iters, seconds=round(seconds, 1), option_file=os.path.relpath(plan.teacher_file, REPO),
+               command=this_meta['command'], git_commit=this_meta['git_commit'], device=this_meta['device'],
+               curve=curve, plateau=plateau(curve))
+    os.makedirs(os.path.dirname(teacher_ckpt), exist_ok=True)
+    save_weights(model.net_g_ema, teacher_ckpt + '.tmp', half=args.half_teacher)
+    del model
+    ref['sets'] = evaluate_net('teacher', teacher_ckpt + '.tmp', t_opt['network_g'], roots, eval_sets, device, scale)
+    stem = os.path.splitext(teacher_ckpt)[0]
+    rise = ref['plateau']
+    plateau_line = '' if rise is None else (
+        f'\n\nPlateau check: the validation PSNR (EMA weights, the {args.val_count} held-out images) rose '
+        f'{rise[0]:+.3f} dB from iteration {rise[1]} to {rise[2]} (the last quarter); learning curve in '
+        f'{os.path.basename(stem)}_curve.png.')
+    with open(stem + '.md', 'w') as f:
+        f.write(f'# {os.path.basename(teacher_ckpt)}\n\nEDSR x{scale} teacher of the method benchmark '
+                f'({args.profile} profile), trained by `{this_meta["command"]}` from {ref["option_file"]} '
+                f'({iters} iterations, batch {batch}, LR patch {lq_patch}, {seconds:.0f} s on '
+                f'{this_meta["device"]}, commit {this_meta["git_commit"]}), on T91 + BSD200 without the '
+                f'{args.val_count} validation images. EMA weights (params_ema)'
+                f'{", half precision" if args.half_teacher else ""}.{plateau_line}\n\n'
+                '| set | PSNR | SSIM |\n|---|---|---|\n' +
+                ''.join(f'| {s} | {v["psnr"]:.2f} | {v["ssim"]:.4f} |\n' for s, v in ref['sets'].items()))
+    write_json(ref, stem + '.json')
+    if curve:
+        plot_curves({'teacher': [curve]}, f'Teacher {ref["name"]}: validation PSNR (EMA)', stem + '_curve.png')
+    os.replace(teacher_ckpt + '.tmp', teacher_ckpt)
+
+
 def run(args):
     import torch
 
@@ -634,7 +1204,8 @@ def run(args):
     with locked_meta(meta_path) as meta:
         meta.update(profile=args.profile, settings=plan.settings, seeds=plan.seeds, sets=list(args.sets),
                     val_count=args.val_count, sweep_factors=list(args.sweep_factors), sweep_scope=args.sweep_scope,
-                    smoke=args.smoke)
+                    smoke=args.smoke, selection_seeds=plan.selection_seeds, curve_points=args.curve_points,
+                    plateau_rule=PLATEAU_RULE)
         meta['commands'].append(this_meta)
     invocation_start = time.time()
 
@@ -647,63 +1218,69 @@ def run(args):
     print(f'Loading {len(train_paths)} training images ({len(val_paths)} held out for validation)', flush=True)
     data = InMemoryPairs(train_paths, device, lq_patch, scale, workers=args.data_workers)
 
-    # teacher: trained once, by worker 0; others wait for it
-    if not os.path.isfile(teacher_ckpt):
+    validator = ValidationCurve(val_paths, scale, device) if val_paths and args.curve_points else None
+    needs_teacher = args.teacher_only or any(m != 'Scratch' for st in plan.settings for m in plan.methods(st))
+
+    # teacher: trained once, by worker 0; others wait for it. Scratch-only plans do not need it.
+    if needs_teacher and not os.path.isfile(teacher_ckpt):
         if index != 0:
             print(f'Waiting for worker 0 to train the teacher ({teacher_ckpt})', flush=True)
             while not os.path.isfile(teacher_ckpt):
                 time.sleep(20)
         else:
-            iters = args.teacher_iters or t_opt['train']['total_iter']
-            print(f'Training the teacher ({os.path.relpath(plan.teacher_file, REPO)}, {iters} iterations)', flush=True)
-            model, seconds, _, _ = train(prepare_model_options(t_opt, iters, device, out, None, 0, args.bf16,
-                                                               args.channels_last), data, batch, device, 'teacher')
-            ref = dict(name=os.path.basename(teacher_ckpt), params=sum(p.numel() for p in model.net_g.parameters()),
-                       iters=iters, seconds=round(seconds, 1), option_file=os.path.relpath(plan.teacher_file, REPO))
-            os.makedirs(os.path.dirname(teacher_ckpt), exist_ok=True)
-            save_weights(model.net_g_ema, teacher_ckpt + '.tmp', half=args.half_teacher)
-            del model
-            ref['sets'] = evaluate_net('teacher', teacher_ckpt + '.tmp', t_opt['network_g'], roots, eval_sets, device,
-                                       scale)
-            with open(os.path.splitext(teacher_ckpt)[0] + '.md', 'w') as f:
-                f.write(f'# {os.path.basename(teacher_ckpt)}\n\nEDSR x{scale} teacher of the method benchmark '
-                        f'({args.profile} profile), trained by `{this_meta["command"]}` from {ref["option_file"]} '
-                        f'({iters} iterations, batch {batch}, LR patch {lq_patch}, {seconds:.0f} s on '
-                        f'{this_meta["device"]}, commit {this_meta["git_commit"]}), on T91 + BSD200 without the '
-                        f'{args.val_count} validation images. EMA weights (params_ema)'
-                        f'{", half precision" if args.half_teacher else ""}.\n\n'
-                        '| set | PSNR | SSIM |\n|---|---|---|\n' +
-                        ''.join(f'| {s} | {v["psnr"]:.2f} | {v["ssim"]:.4f} |\n' for s, v in ref['sets'].items()))
-            write_json(ref, os.path.splitext(teacher_ckpt)[0] + '.json')
-            os.replace(teacher_ckpt + '.tmp', teacher_ckpt)
+            train_teacher(args, plan, t_opt, teacher_ckpt, data, validator, roots, eval_sets, device, this_meta)
+    if args.teacher_only:
+        return report(out)
     meta = json.load(open(meta_path))
-    if 'teacher' not in meta['reference'] and index == 0:
-        info = os.path.splitext(teacher_ckpt)[0] + '.json'
-        ref = json.load(open(info)) if os.path.isfile(info) else dict(
-            name=os.path.basename(teacher_ckpt), params=None, iters=None)
-        missing = [s for s in eval_sets if s not in ref.get('sets', {})]
-        if missing:
-            ref.setdefault('sets', {}).update(evaluate_net('teacher', teacher_ckpt, t_opt['network_g'], roots,
-                                                           missing, device, scale))
+    if index == 0 and ('bicubic' not in meta['reference'] or
+                       ('teacher' not in meta['reference'] and os.path.isfile(teacher_ckpt))):
+        ref = None
+        if os.path.isfile(teacher_ckpt):
+            info = os.path.splitext(teacher_ckpt)[0] + '.json'
+            ref = json.load(open(info)) if os.path.isfile(info) else dict(
+                name=os.path.basename(teacher_ckpt), params=None, iters=None)
+            missing = [s for s in eval_sets if s not in ref.get('sets', {})]
+            if missing:
+                ref.setdefault('sets', {}).update(evaluate_net('teacher', teacher_ckpt, t_opt['network_g'], roots,
+                                                               missing, device, scale))
+            ref.pop('curve', None)  # kept beside the checkpoint
         bicubic = evaluate_net('bicubic', None, None, roots, eval_sets, device, scale)
         with locked_meta(meta_path) as meta:
-            meta['reference'].update(teacher=ref, bicubic=bicubic)
+            meta['reference'].update(bicubic=bicubic, **({'teacher': ref} if ref else {}))
 
-    def do_run(setting, method, seed, factor, role, sets_needed):
+    def run_spec(setting, method, seed, factor, role):
+        """(record path, options, model options, options key) of one run."""
         path = plan.record_path(setting, method, seed, factor if role == 'sweep' else None)
         opt = plan.run_options(setting, method, factor)
         iters = args.iters or opt['train']['total_iter']
         mopt = prepare_model_options(opt, iters, device, out, teacher_ckpt, seed, args.bf16, args.channels_last)
         key = sha(dict(opt=mopt, settings=resolved_settings(mopt), batch=batch, lq_patch=lq_patch,
                        train=[os.path.basename(p) for p in train_paths], bf16=args.bf16))
+        return path, opt, mopt, key
+
+    def is_done(setting, method, seed, factor, role, sets_needed):
+        path, _, _, key = run_spec(setting, method, seed, factor, role)
+        rec = plan.load(path)
+        return rec is not None and rec['options_sha'] == key and all(s in rec['sets'] for s in sets_needed)
+
+    def do_run(setting, method, seed, factor, role, sets_needed):
+        path, opt, mopt, key = run_spec(setting, method, seed, factor, role)
+        iters = mopt['train']['total_iter']
         rec = plan.load(path)
         if rec is None or rec['options_sha'] != key:
             if rec is not None:
                 print(f'{path}: options changed since it ran; running again', flush=True)
-            model, seconds, step_ms, pairing = train(mopt, data, batch, device, f'{setting}/{method}/seed{seed}' +
-                                                     (f'/w{factor:g}' if role == 'sweep' else ''))
+            model, seconds, step_ms, pairing, curve = train(
+                mopt, data, batch, device,
+                f'{setting}/{method}/seed{seed}' + (f'/w{factor:g}' if role == 'sweep' else ''),
+                validator=validator, curve_points=args.curve_points)
             ckpt = os.path.splitext(path)[0] + '.pth'
             save_weights(model.net_g_ema, ckpt)
+            extras = None
+            if getattr(model, 'net_extra', None) is not None and len(list(model.net_extra.parameters())):
+                # MiPKD's mixers (and any connector): small, kept so the run can be studied afterwards
+                extras = os.path.splitext(path)[0] + '_extra.pth'
+                save_weights(model.get_bare_model(model.net_extra), extras, key='params')
             where = feature_weight_path(opt)
             weight = None
             if where is not None:
@@ -716,7 +1293,9 @@ def run(args):
                        student=f'EDSR {opt["network_g"]["num_feat"]}x{opt["network_g"]["num_block"]}', iters=iters,
                        batch=batch, lq_patch=lq_patch, params=sum(p.numel() for p in model.net_g.parameters()),
                        train_seconds=round(seconds, 1), step_ms=round(step_ms, 2), pairing=pairing,
-                       weights=os.path.relpath(ckpt, out), provenance=this_meta, sets={})
+                       weights=os.path.relpath(ckpt, out),
+                       extra_weights=os.path.relpath(extras, out) if extras else None, curve=curve,
+                       plateau=plateau(curve), provenance=this_meta, sets={})
             del model
         missing = [s for s in sets_needed if s not in rec['sets']]
         if missing:
@@ -724,56 +1303,39 @@ def run(args):
             rec['sets'].update(evaluate_net(method, os.path.join(out, rec['weights']), rec['options']['network_g'],
                                             roots, missing, device, scale))
             rec['eval_seconds'] = round(rec.get('eval_seconds', 0) + time.time() - eval_start, 1)
-        if role == 'main':
-            rec['role'] = 'main'
+        rec['role'] = role
         write_json(rec, path)
         return rec
-
-    def mine(i):
-        return i % count == index
 
     start = time.time()
 
     def out_of_time():
         return args.time_limit and time.time() - start > args.time_limit
 
-    # 1. the weight sweep (first seed, first or every setting; validation split only)
-    sweep = plan.sweep_runs()
-    for i, (setting, method, seed, factor) in enumerate(sweep):
-        if out_of_time():
+    val_only = [VAL_SET] if val_paths else list(args.sets)
+    if plan.selection_seeds:
+        jobs = selection_plan(plan, eval_sets, val_only)
+    else:
+        jobs = first_seed_sweep_plan(plan, eval_sets, val_only)
+    # Workers share the job list: each takes the first job that is ready (its sweep decided), not done and not
+    # claimed by a live process (a claim file beside the record; a dead process's claim is taken over).
+    while not out_of_time():
+        todo = [j for j in jobs if not j.dropped() and not (j.ready() and is_done(*j.args()))]
+        if not todo:
             break
-        if mine(i):
-            do_run(setting, method, seed, factor, 'sweep', [VAL_SET] if val_paths else list(args.sets))
-    # 2. the comparison, seed-major; a swept method waits for its sweep
-    pending = list(enumerate(plan.main_runs()))
-    while pending and not out_of_time():
-        waiting = []
-        for i, (setting, method, seed) in pending:
-            if not mine(i):
-                continue
-            factor = plan.chosen_factor(method, setting)
-            if factor is None:
-                waiting.append((i, (setting, method, seed)))
-                continue
-            if out_of_time():
-                break
-            if factor != 1 or plan.swept(setting, method):
-                # the chosen sweep run of this setting and the first seed is this run: reuse its training
-                sweep_path = plan.record_path(setting, method, seed, factor)
-                main_path = plan.record_path(setting, method, seed)
-                main_rec, sweep_rec = plan.load(main_path), plan.load(sweep_path)
-                if sweep_rec is not None and (main_rec is None or main_rec['options_sha'] != sweep_rec['options_sha']):
-                    shutil.copyfile(sweep_path, main_path)
-                    shutil.copyfile(os.path.splitext(sweep_path)[0] + '.pth', os.path.splitext(main_path)[0] + '.pth')
-                    rec = json.load(open(main_path))
-                    rec['weights'] = os.path.relpath(os.path.splitext(main_path)[0] + '.pth', out)
-                    rec['sweep_factor'] = None
-                    write_json(rec, main_path)
-            do_run(setting, method, seed, factor, 'main', eval_sets)
-        pending = waiting
-        if pending:
-            print(f'{len(pending)} runs wait for the weight sweep of another worker', flush=True)
+        job = next((j for j in todo if j.ready() and claim(run_spec(*j.args()[:5])[0])), None)
+        if job is None:
+            print(f'{len(todo)} runs left, none ready or unclaimed: waiting for other workers', flush=True)
             time.sleep(30)
+            continue
+        setting, method, seed, factor, role, sets_needed = job.args()
+        path = run_spec(setting, method, seed, factor, role)[0]
+        try:
+            if not plan.selection_seeds and role == 'main' and (factor != 1 or plan.swept(setting, method)):
+                reuse_sweep_run(plan, setting, method, seed, factor, out)
+            do_run(setting, method, seed, factor, role, sets_needed)
+        finally:
+            release(path)
     with locked_meta(meta_path) as meta:  # this invocation's wall time, for the report's provenance
         for entry in meta['commands']:
             if all(entry.get(k) == this_meta[k] for k in ('command', 'date', 'worker', 'git_commit')):
@@ -826,7 +1388,10 @@ def main(argv=None):
     parser.add_argument('--profile', default='cpu', choices=sorted(PROFILES))
     parser.add_argument('--settings', nargs='+', help='default: all of the profile')
     parser.add_argument('--methods', nargs='+', choices=METHODS, help='default: all with an option file')
-    parser.add_argument('--seeds', nargs='+', type=int, help='default: the profile\'s')
+    parser.add_argument('--seeds', nargs='+', type=int, help='reported seeds (default: the profile\'s)')
+    parser.add_argument('--selection-seeds', nargs='*', type=int,
+                        help='seeds of the weight sweep and the variants, never reported (default: the profile\'s; '
+                        'none: the sweep runs on the first reported seed)')
     parser.add_argument('--sweep-factors', nargs='+', type=float,
                         help='factors of the feature-term weight tried on the validation split (1 alone: no sweep; '
                         'default: the profile\'s)')
@@ -854,11 +1419,16 @@ def main(argv=None):
     parser.add_argument('--time-limit', type=float, help='seconds after which no new run starts')
     parser.add_argument('--time-steps', type=int, help='measure step times (this many steps per method) and exit')
     parser.add_argument('--report-only', action='store_true', help='only assemble the report from the records')
+    parser.add_argument('--teacher-only', action='store_true', help='train (or check) the teacher, then stop')
+    parser.add_argument('--curve-points', type=int,
+                        help='learning-curve points per run (validation PSNR and mean loss terms; 0: none; '
+                        'default: the profile\'s)')
     parser.add_argument('--smoke', action='store_true', help='tiny nets, a few iterations (CPU test)')
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     args.seeds = args.seeds if args.seeds is not None else list(profile['seeds'])
     args.threads = args.threads if args.threads is not None else profile['threads']
+    args.curve_points = args.curve_points if args.curve_points is not None else profile.get('curve_points', 0)
     args.sweep_factors = args.sweep_factors or list(profile['sweep_factors'])
     args.train_dirs = args.train_dirs or [os.path.join(args.data_root, 'T91', 'HR'),
                                           os.path.join(args.data_root, 'BSD200', 'HR')]

@@ -176,22 +176,52 @@ BENCH_PROFILES = {
                 settings={'depth': ('EDSR_C32B2', lambda s: edsr(32, 2, s)),
                           'compounded': ('EDSR_C16B2', lambda s: edsr(16, 2, s))},
                 num_stages=2, teacher_iters=3000, student_iters=1000, batch=8, lq_patch=24, lr=1e-3, ema_decay=0.99),
+    # 'converged': the CPU profile trained until the students stop learning (benchmarks/results/bench_converged).
+    # Its own teacher (trained to its validation plateau), a width setting with K = 4 (two blocks per stage on
+    # both sides), EMA 0.999, and decays at 1/2 and 7/10 of the schedule so that the last quarter runs at the
+    # final learning rate (the plateau criterion reads the validation curve over that quarter).
+    'converged': dict(folder='BenchmarkConverged', scale=2, teacher=('EDSR_C32B8', lambda s: edsr(32, 8, s)),
+                      teacher_file='pretrained/EDSR_C32B8_x2_T91BSD200_plateau.pth',
+                      settings={'depth': ('EDSR_C32B2', lambda s: edsr(32, 2, s)),
+                                'width': ('EDSR_C16B8', lambda s: edsr(16, 8, s)),
+                                'compounded': ('EDSR_C16B2', lambda s: edsr(16, 2, s))},
+                      num_stages={'depth': 2, 'width': 4, 'compounded': 2}, teacher_iters=60000,
+                      student_iters=12000, batch=8, lq_patch=24, lr=1e-3, ema_decay=0.999, milestones=(0.5, 0.7),
+                      gamma=0.3,
+                      # the baselines' weights as the 1000-iteration study chose them (its sweep factors applied
+                      # to the papers' weights); the converged study sweeps 0.1x / 1x / 10x around them
+                      feature_weights={'FitNet': 0.1, 'AT': 0.001, 'FAKD': 0.2, 'RKD': 0.001},
+                      # MiPKD's ablations in the width setting only (K = 4: the block mixer routes 1-3 stages)
+                      ablations=('MiPKD_fpm_only', 'MiPKD_bpm_only', 'MiPKD_bpm_quarter_batch'),
+                      ablation_settings=('width', ),
+                      # hypotheses about MiPKD and FitNet, tried on the selection seeds of the depth setting (where
+                      # FitNet led MiPKD most in the 1000-iteration study): name -> (base method, option delta)
+                      variant_settings=('depth', ),
+                      variants={
+                          'MiPKD_detach_teacher_latent': ('MiPKD', ABLATIONS['detach_teacher_latent']),
+                          'MiPKD_ae_warmup': ('MiPKD', dict(mixer=dict(ae_warmup_iters=1200))),
+                          'MiPKD_latent_teacher_width': ('MiPKD', dict(mixer=dict(latent_channels=32))),
+                          'MiPKD_mlp_encoders': ('MiPKD', ABLATIONS['mlp_encoders']),
+                      }),
 }
 
 
 def bench_teacher_weights(profile):
     p = BENCH_PROFILES[profile]
-    return f'pretrained/{p["teacher"][0]}_x{p["scale"]}_T91BSD200.pth'
+    return p.get('teacher_file') or f'pretrained/{p["teacher"][0]}_x{p["scale"]}_T91BSD200.pth'
 
 
-def bench_base(name, network_g, iters, scale=4, batch=16, lq_patch=48, lr=2e-4, ema_decay=0.999):
-    """T91 + BSD200 (tools/prepare_data.py layout), a short schedule, Set5 validation."""
+def bench_base(name, network_g, iters, scale=4, batch=16, lq_patch=48, lr=2e-4, ema_decay=0.999,
+               milestones=(0.5, 0.75), gamma=0.5):
+    """T91 + BSD200 (tools/prepare_data.py layout), a short schedule (decays at ``milestones`` of it), Set5
+    validation."""
     opt = base(name, scale, network_g)
     opt['datasets']['train'].update(name='T91_BSD200', dataroot_gt=f'datasets/T91_BSD200_x{scale}/HR',
                                     dataroot_lq=f'datasets/T91_BSD200_x{scale}/LR_bicubic/X{scale}',
                                     filename_tmpl=f'{{}}x{scale}', gt_size=lq_patch * scale, batch_size_per_gpu=batch)
     opt['train'].update(optim_g=dict(type='Adam', lr=lr, weight_decay=0, betas=[0.9, 0.99]),
-                        scheduler=dict(type='MultiStepLR', milestones=[iters // 2, iters * 3 // 4], gamma=0.5),
+                        scheduler=dict(type='MultiStepLR', milestones=[round(iters * m) for m in milestones],
+                                       gamma=gamma),
                         total_iter=iters, ema_decay=ema_decay)
     opt['val']['val_freq'] = max(iters // 5, 1)
     opt['logger'].update(print_freq=max(iters // 50, 1), save_checkpoint_freq=max(iters // 5, 1))
@@ -203,16 +233,24 @@ def benchmark_options(profile):
     p = BENCH_PROFILES[profile]
     t_name, t_arch, scale = p['teacher'][0], p['teacher'][1], p['scale']
     t_weights = bench_teacher_weights(profile)
-    schedule = dict(scale=scale, batch=p['batch'], lq_patch=p['lq_patch'], lr=p['lr'], ema_decay=p['ema_decay'])
+    schedule = dict(scale=scale, batch=p['batch'], lq_patch=p['lq_patch'], lr=p['lr'], ema_decay=p['ema_decay'],
+                    milestones=p.get('milestones', (0.5, 0.75)), gamma=p.get('gamma', 0.5))
     files = {f'train_teacher_{t_name}_x{scale}': (
         f'Benchmark ({profile} profile) teacher {t_name} x{scale} on T91 + BSD200; tools/benchmark.py stores it as '
         f'{t_weights}.', bench_base(f'bench_{profile}_teacher_{t_name}_x{scale}', t_arch(scale), p['teacher_iters'],
                                     **schedule))}
     for setting, (s_name, s_arch) in p['settings'].items():
-        for method in BENCH_METHODS:
+        stages = p['num_stages'][setting] if isinstance(p['num_stages'], dict) else p['num_stages']
+        methods = [m for m in BENCH_METHODS if m not in p.get('ablations', ()) or setting in p['ablation_settings']]
+        methods += [m for m in p.get('variants', ()) if setting in p['variant_settings']]
+        for method in methods:
             name = f'bench_{profile}_{method}_{setting}_{s_name}_x{scale}'
-            opt = method_options(method, bench_base(name, s_arch(scale), p['student_iters'], **schedule),
-                                 t_arch(scale), t_weights, p['num_stages'])
+            base_method, delta = p.get('variants', {}).get(method, (method, {}))
+            opt = method_options(base_method, bench_base(name, s_arch(scale), p['student_iters'], **schedule),
+                                 t_arch(scale), t_weights, stages)
+            if base_method in p.get('feature_weights', {}):
+                opt['train']['feat_opt'][0]['loss_weight'] = p['feature_weights'][base_method]
+            opt = merge(opt, delta)
             files[f'train_{method}_{setting}_x{scale}'] = (
                 f'Benchmark ({profile} profile), {setting} compression: {t_name} -> {s_name}, {method}, x{scale}.', opt)
     return files
