@@ -13,6 +13,8 @@ sys.path.insert(0, os.path.join(REPO, 'tools'))
 import benchmark  # noqa: E402
 import speed  # noqa: E402
 
+from mixprior_plugin import benchmarking  # noqa: E402
+
 
 def smoke_data(tmp_path):
     """A training folder and a one-set test root (tmp_path/test/Tiny) for --smoke; returns (train HR, out)."""
@@ -113,13 +115,32 @@ def test_speed_smoke_interleaved_floor_ratios_profile(tmp_path):
         speed.main(['--steps', '3', '--out', str(tmp_path)])
 
 
+def test_select_weight_confirms_the_first_seeds_best_against_the_file_weight():
+    scores = {(100, 0.1): 30.0, (100, 1.0): 30.1, (100, 10.0): 30.3}
+    assert benchmarking.select_weight(scores, [100, 101], [0.1, 1.0, 10.0]) is None  # seed 101 still to run
+    scores.update({(101, 1.0): 30.2, (101, 10.0): 30.42})  # factor 0.1 lost on seed 100: never rerun
+    choice = benchmarking.select_weight(scores, [100, 101], [0.1, 1.0, 10.0])
+    assert choice['chosen'] == 10.0 and set(choice['per_seed']) == {1.0, 10.0}
+    assert choice['first_scan'] == {0.1: 30.0, 1.0: 30.1, 10.0: 30.3}
+
+
+def test_judge_variant_stops_a_loser_on_the_first_seed_and_promotes_a_clear_winner():
+    base = benchmarking.choose_factor({1.0: [30.0, 30.1]})
+    base.update(seeds=[100, 101], first_scan={1.0: 30.0})
+    lost = benchmarking.judge_variant({100: 29.99}, base)
+    assert lost['promoted'] is False and lost['seeds'] == [100] and 'not above' in lost['reason']
+    assert benchmarking.judge_variant({100: 30.2}, base) is None  # won the first seed: the second decides
+    assert benchmarking.judge_variant({100: 30.2, 101: 30.3}, base)['promoted'] is True  # lead 0.2 > spread 0.1
+    assert benchmarking.judge_variant({100: 30.05, 101: 30.1}, base)['promoted'] is False  # lead 0.025
+
+
 def test_choose_factor_keeps_the_file_weight_unless_the_lead_beats_the_seed_spread():
     # factor 10 leads by 0.02 dB but the seeds disagree by 0.1 dB: the option file's weight stands
-    close = benchmark.choose_factor({0.1: [30.0, 30.1], 1.0: [30.05, 30.15], 10.0: [30.07, 30.17]})
+    close = benchmarking.choose_factor({0.1: [30.0, 30.1], 1.0: [30.05, 30.15], 10.0: [30.07, 30.17]})
     assert close['best'] == 10.0 and close['chosen'] == 1.0 and 'weight stands' in close['reason']
     assert abs(close['spread'] - 0.1) < 1e-9
     # a lead of 0.3 dB with a spread of 0.02 dB is a choice
-    clear = benchmark.choose_factor({0.1: [30.0, 30.02], 1.0: [30.1, 30.12], 10.0: [30.4, 30.42]})
+    clear = benchmarking.choose_factor({0.1: [30.0, 30.02], 1.0: [30.1, 30.12], 10.0: [30.4, 30.42]})
     assert clear['chosen'] == 10.0 and 'more than the seed-to-seed spread' in clear['reason']
 
 
@@ -130,13 +151,19 @@ def test_benchmark_converged_profile_selects_on_unreported_seeds_and_keeps_curve
                              '--settings', 'depth', '--methods', 'Scratch', 'LogitsKD', 'MiPKD', 'FitNet',
                              'MiPKD_detach_teacher_latent', '--sweep-factors', '0.1', '1', '--iters', '4',
                              '--curve-points', '2', '--out', str(out)])
-    # the sweep ran on the selection seeds only, and no reported run is one of its runs
-    assert {(r['method'], r['seed'], r['sweep_factor']) for r in result['sweep']} == {
-        (m, s, f) for m in ('MiPKD', 'FitNet') for s in (100, 101) for f in (0.1, 1.0)}
+    # the sweep ran on the selection seeds only (every factor on the first, the file's weight and the first seed's
+    # best on the second), and no reported run is one of its runs
+    sweep = {(r['method'], r['seed'], r['sweep_factor']): r['sets']['Val']['psnr'] for r in result['sweep']}
+    for m in ('MiPKD', 'FitNet'):
+        assert {f for (m_, s, f) in sweep if m_ == m and s == 100} == {0.1, 1.0}
+        best = max((0.1, 1.0), key=lambda f: sweep[(m, 100, f)])
+        assert {f for (m_, s, f) in sweep if m_ == m and s == 101} == {1.0, best}
     assert {(r['method'], r['seed']) for r in result['runs']} == {
         (m, s) for m in ('Scratch', 'LogitsKD', 'MiPKD', 'FitNet') for s in (0, 1)}
-    assert {(r['method'], r['seed']) for r in result['variants']} == {('MiPKD_detach_teacher_latent', s)
-                                                                      for s in (100, 101)}
+    variant = {r['seed']: r['sets']['Val']['psnr'] for r in result['variants']}
+    mipkd = result['summary']['selection']['depth']['MiPKD']
+    won_first = variant[100] > sweep[('MiPKD', 100, mipkd['chosen'])]
+    assert set(variant) == ({100, 101} if won_first else {100})  # a variant that lost on seed 100 stops there
     assert all(set(r['sets']) == {'Val'} for r in result['sweep'] + result['variants'])
     selection = result['summary']['selection']['depth']
     for r in result['runs']:
@@ -150,7 +177,7 @@ def test_benchmark_converged_profile_selects_on_unreported_seeds_and_keeps_curve
     assert mipkd['extra_weights'] and os.path.isfile(out / mipkd['extra_weights'])
     assert next(r for r in result['runs'] if r['method'] == 'Scratch')['extra_weights'] is None
     md = open(out / 'results.md').read()
-    assert 'Plateau: scratch' in md and 'Weight selection (validation split, selection seeds [100, 101])' in md
+    assert 'Plateau: scratch' in md and 'Weight selection (validation split, selection seeds [100, 101]' in md
     assert 'Variants on the selection seeds' in md and 'Verdicts:' in md and '- depth: MiPKD' in md
     assert open(out / 'curves_depth.png', 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
     # the mixers of a committed run can be inspected from its record alone
