@@ -59,11 +59,21 @@ class Method:
                     arch=self.arch, params=self.params)
 
 
-def build_method(label, ckpt, arch, scale, device, param_key='params_ema'):
-    """Build ``arch``, load ``ckpt`` strictly (``param_key``, falling back to 'params'), eval mode.
+DEFAULT_PARAM_KEY = 'params_ema'
+
+
+def build_method(label, ckpt, arch, scale, device, param_key=None, strict=True):
+    """Build ``arch``, load ``ckpt`` (``param_key``), eval mode.
 
     A ``.safetensors`` file from mixprior-export brings its own arch (``arch`` may be None; when
     given, its type must match); an ``.onnx`` file runs in onnxruntime on CPU (``arch`` unused).
+
+    Args:
+        param_key (str | None): Weights key; None reads 'params_ema', falling back to 'params'.
+            A key named explicitly must be in the checkpoint (the error lists the keys present).
+        strict (bool): Refuse weights that do not fit the arch exactly. False (``--non-strict``)
+            loads the matching tensors, names the skipped ones and still refuses a load that fills
+            less than ``checkpoint.MIN_PARTIAL_LOAD_SHARE`` of the network.
     """
     from basicsr.archs import build_network
 
@@ -90,10 +100,12 @@ def build_method(label, ckpt, arch, scale, device, param_key='params_ema'):
     state = export.state_for_checkpoint(ckpt, arch)
     used = None
     if state is None:
-        state, used = extract_state_dict(load_checkpoint(ckpt), param_key, ckpt)
+        state, used = extract_state_dict(load_checkpoint(ckpt), param_key or DEFAULT_PARAM_KEY, ckpt,
+                                         None if param_key is None else '--param-key')
         if arch['type'] == 'RCAN' and export.is_original_rcan(state):  # --rcan-layout original export
             state = export.rcan_from_original(state, arch)
-    load_state_checked(net, state, f'{ckpt} [{used}]' if used else ckpt, f'{arch["type"]} ({label})')
+    hint = '; --non-strict evaluates a partial load' if strict else ''
+    load_state_checked(net, state, f'{ckpt} [{used}]' if used else ckpt, f'{arch["type"]} ({label}{hint})', strict)
     net.eval().requires_grad_(False)
     return Method(label, ckpt=ckpt, arch=arch, net=net.to(device))
 

@@ -95,10 +95,13 @@ def build_frozen_teacher(opt, device='cpu'):
     weights = os.path.expanduser(path_opt['pretrain_network_t'])
     key = path_opt.get('teacher_param_key', 'params_ema')
     strict = path_opt.get('strict_load_t', True)
-    state, used = extract_state_dict(load_checkpoint(weights), key, weights)
-    load_state_checked(net_t, state, f'path.pretrain_network_t={weights} (key {used!r})',
-                       f'network_t ({opt["network_t"]["type"]})', strict)
-    logger.info(f'Teacher {opt["network_t"]["type"]} loaded from {weights} [{used}], '
+    state, used = extract_state_dict(load_checkpoint(weights), key, weights,
+                                     'path.teacher_param_key' if 'teacher_param_key' in path_opt else None)
+    report = load_state_checked(net_t, state, f'path.pretrain_network_t={weights} (key {used!r})',
+                                f'network_t ({opt["network_t"]["type"]})', strict)
+    filled = '' if report['loaded'] == report['total'] else \
+        f' ({report["loaded"]} of {report["total"]} parameter tensors: a partial load)'
+    logger.info(f'Teacher {opt["network_t"]["type"]} loaded from {weights} [{used}]{filled}, '
                 f'{sum(p.numel() for p in net_t.parameters()):,d} parameters, frozen.')
     net_t.eval()
     net_t.requires_grad_(False)

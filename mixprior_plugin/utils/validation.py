@@ -156,22 +156,24 @@ def _check_mixer(opt):
     _require(mixer, 'ae_warmup_iters', _non_negative_int, 'an integer >= 0', 'mixer.')
 
 
-def _check_teacher_key(opt):
-    """An explicit ``path.teacher_param_key`` must exist in the teacher checkpoint (no silent fallback)."""
+def _check_param_key(opt, key_option, weights_option):
+    """An explicit ``path.<key_option>`` must exist in ``path.<weights_option>`` (no silent fallback to 'params')."""
+    from mixprior_plugin.utils.checkpoint import missing_key_error
     path = opt.get('path') or {}
-    key, weights = path.get('teacher_param_key'), path.get('pretrain_network_t')
+    key, weights = path.get(key_option), path.get(weights_option)
     if key is None or not isinstance(weights, str) or not os.path.isfile(os.path.expanduser(weights)):
         return
     if not isinstance(key, str):
-        raise OptionError(f'Option path.teacher_param_key must be a string, got {key!r}')
+        raise OptionError(f'Option path.{key_option} must be a string, got {key!r}')
+    if weights.endswith('.safetensors'):  # one state dict, no keys to choose from
+        return
     import torch
     try:  # memory-mapped: reads the keys, not the weights
         ckpt = torch.load(os.path.expanduser(weights), map_location='cpu', weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001  (the teacher loader reports unreadable files with the file name)
+    except Exception:  # noqa: BLE001  (the loader reports unreadable files with the file name)
         return
     if isinstance(ckpt, dict) and key not in ckpt and not any(hasattr(v, 'shape') for v in ckpt.values()):
-        raise OptionError(f'Option path.teacher_param_key={key!r} is not in {weights} '
-                          f'(keys: {", ".join(sorted(ckpt))})')
+        raise missing_key_error(f'path.{key_option}', key, weights, ckpt)
 
 
 def validate_options(opt):
@@ -460,7 +462,9 @@ def validate_files(opt):
             if not isinstance(value, str) or not os.path.isfile(os.path.expanduser(value)):
                 raise OptionError(f'Option path.{key}: file not found: {value}')
     if opt.get('is_train'):
-        _check_teacher_key(opt)
+        _check_param_key(opt, 'teacher_param_key', 'pretrain_network_t')
+    else:  # a test evaluates these weights: a misspelt key must not fall back to 'params'
+        _check_param_key(opt, 'param_key_g', 'pretrain_network_g')
     for phase, ds in (opt.get('datasets') or {}).items():
         prefix = f'datasets.{phase}.'
         dataset_type = ds.get('type')
