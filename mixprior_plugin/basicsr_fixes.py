@@ -515,6 +515,7 @@ def apply():
     train_mod.EnlargedSampler = type('EnlargedSampler', (ResumableSampler, train_mod.EnlargedSampler), {})
     train_mod.create_train_val_dataloader = wrap_create_train_val_dataloader(train_mod.create_train_val_dataloader)
     train_mod.build_dataloader = wrap_build_dataloader(train_mod.build_dataloader)
+    train_mod.MessageLogger = wrap_message_logger(train_mod.MessageLogger)
     test_mod.build_dataloader = wrap_build_dataloader(test_mod.build_dataloader)
     PairedImageDataset.__getitem__ = checked_getitem(PairedImageDataset.__getitem__)
     _APPLIED = True
