@@ -269,10 +269,12 @@ def init_dist(launcher, backend='nccl', **kwargs):
     if launcher != 'pytorch':
         from basicsr.utils import dist_util
         return dist_util.init_dist(launcher, backend=backend, **kwargs)
+    from mixprior_plugin.utils.options import OptionError
     for var in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
         if var not in os.environ:
-            raise RuntimeError(f'--launcher pytorch needs the environment variable {var}; '
-                               'start the run with torchrun (see README, "Several GPUs").')
+            raise OptionError(f'--launcher pytorch needs the environment variable {var}, which torchrun sets: start '
+                              'the run with torchrun --nproc_per_node=N -m mixprior_plugin.train -opt X.yml '
+                              '--launcher pytorch (or python -m torch.distributed.run ...), or drop --launcher')
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
     if cuda_available():
         torch.cuda.set_device(local_rank % torch.cuda.device_count())

@@ -362,7 +362,10 @@ def _own_rank_entry(resume_state, key, rank, world_size, what):
 
 
 def resume_training(self, resume_state):
-    """BasicSR's ``resume_training`` with clear count errors, then this rank's RNG states and extras."""
+    """BasicSR's ``resume_training`` with clear count errors, then this rank's RNG states and extras.
+
+    Without exact resume (basicsr_fixes, fix 6) the log says that the interrupted epoch restarts.
+    """
     for what, have in (('optimizers', self.optimizers), ('schedulers', self.schedulers)):
         if len(resume_state[what]) != len(have):
             raise ResumeMismatchError(f'The training state has {len(resume_state[what])} {what} but the options '
@@ -375,6 +378,12 @@ def resume_training(self, resume_state):
     rng = _own_rank_entry(resume_state, 'rng', rank, world_size, 'RNG states')
     if EXACT_RESUME['enabled'] and rng is not None:
         set_rng_state(rng)
+    if not EXACT_RESUME['enabled']:
+        from basicsr.utils import get_root_logger
+        get_root_logger().info(
+            f'Resume: exact resume is off (BasicSR\'s own train_pipeline without mixprior-train, or '
+            f'exact_resume: false): the interrupted epoch {resume_state["epoch"]} restarts from its first batch, as '
+            'in BasicSR, so the run will not end with the weights of an uninterrupted one.')
     restore = getattr(self, 'restore_training_state_extras', None)
     extras = _own_rank_entry(resume_state, 'extras', rank, world_size, 'model extras') \
         if 'extras' in resume_state else None

@@ -43,6 +43,13 @@ VIDEO_TYPES = {  # type: meta_info_file required
     'VideoRecurrentTestDataset': False
 }
 MAX_LISTED = 5  # files named in one message
+# Arch arguments that are widths, counts or sizes in BasicSR's archs: 0 (or less) builds a network
+# that fails only at its first forward, deep inside a convolution.
+POSITIVE_ARCH_KEYS = ('num_in_ch', 'num_out_ch', 'num_feat', 'num_grow_ch', 'in_chans', 'embed_dim', 'num_heads',
+                      'upscale', 'window_size', 'img_size', 'patch_size', 'squeeze_factor')
+# What the training dataset types of BasicSR yield, when not both LR and HR.
+LR_ONLY_DATASETS = ('SingleImageDataset', )
+HR_ONLY_DATASETS = ('FFHQDataset', 'RealESRGANDataset')
 
 
 def _is_number(value):
@@ -203,9 +210,16 @@ def validate_options(opt):
             if not isinstance(net, dict):
                 raise OptionError(f'Option {key} must be a mapping with a type')
             _registered(ARCH_REGISTRY, 'arch', net.get('type'), f'{key}.type')
+            for arg in POSITIVE_ARCH_KEYS:
+                values = net.get(arg) if isinstance(net.get(arg), (list, tuple)) else [net.get(arg)]
+                if any(v is not None and not _positive_int(v) for v in values):
+                    raise OptionError(f'Option {key}.{arg} must be a positive integer (or a list of them), got '
+                                      f'{net[arg]!r}: the network would fail at its first forward')
             if 'upscale' in net and opt.get('scale') is not None and net['upscale'] != opt['scale']:
                 raise OptionError(f'Option {key}.upscale={net["upscale"]} differs from scale={opt["scale"]}')
     validate_dataset_options(opt)
+    if opt.get('is_train'):
+        _check_training_data_fits_model(opt, model_cls)
     train = opt.get('train')
     if opt.get('is_train') and isinstance(train, dict):
         _require(train, 'total_iter', lambda v: _is_number(v) and v > 0, 'a positive number', 'train.')
@@ -231,6 +245,36 @@ def validate_options(opt):
         _check_mixer(opt)
         model_cls.check_options(opt, check_files=False)
     return opt
+
+
+def synthesises_lr(model_cls, opt):
+    """Whether a model makes its LR inputs from HR images itself (BasicSR's Real-ESRNet/Real-ESRGAN models).
+
+    A model class may say so with a ``SYNTHESISES_LQ`` attribute.
+    """
+    declared = getattr(model_cls, 'SYNTHESISES_LQ', None)
+    if declared is not None:
+        return bool(declared)
+    from basicsr.models.realesrgan_model import RealESRGANModel
+    from basicsr.models.realesrnet_model import RealESRNetModel
+    return issubclass(model_cls, (RealESRNetModel, RealESRGANModel)) and opt.get('high_order_degradation', True)
+
+
+def _check_training_data_fits_model(opt, model_cls):
+    """An SR model trains on LR/HR pairs: a training set of LR or HR images alone fails at its first step."""
+    from basicsr.models.sr_model import SRModel
+    train = (opt.get('datasets') or {}).get('train')
+    if not (isinstance(model_cls, type) and issubclass(model_cls, SRModel) and isinstance(train, dict)):
+        return
+    dataset_type = train.get('type')
+    if dataset_type in LR_ONLY_DATASETS:
+        raise OptionError(f'Option datasets.train.type={dataset_type} gives LR images only, but '
+                          f'model_type={opt.get("model_type")} trains on LR/HR pairs: use PairedImageDataset '
+                          '(dataroot_gt and dataroot_lq)')
+    if dataset_type in HR_ONLY_DATASETS and not synthesises_lr(model_cls, opt):
+        raise OptionError(f'Option datasets.train.type={dataset_type} gives HR images only (Real-ESRGAN\'s models '
+                          f'synthesise the LR), but model_type={opt.get("model_type")} reads LR/HR pairs: use '
+                          'PairedImageDataset (dataroot_gt and dataroot_lq)')
 
 
 def _check_test_weights(opt, model_cls):
