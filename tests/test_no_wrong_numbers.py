@@ -288,7 +288,7 @@ def test_amp_without_cuda_says_what_it_costs_and_warns_when_slower(amp, tmp_path
     """CPUs differ (bf16 autocast is faster than fp32 on some, far slower on others): the cost is measured."""
     if torch.cuda.is_available():
         pytest.skip('a CUDA machine: train.amp is what it is for')
-    from mixprior_plugin.models.kd_model import CPU_AUTOCAST_TOLERANCE
+    from mixprior_plugin.models.kd_model import CPU_AUTOCAST_TOLERANCE, cpu_autocast_slowdown
     arch = tiny_arch('EDSR', 't', SCALE)
     with captured_log() as log:
         model = _kd_model(arch, save_random_teacher(str(tmp_path / 't.pth'), arch), {}, amp=amp)
@@ -298,6 +298,9 @@ def test_amp_without_cuda_says_what_it_costs_and_warns_when_slower(amp, tmp_path
     slowdown = float(re.search(r'takes ([\d.]+)x the fp32 time', bad_case.message(message)).group(1))
     assert (level == 'WARNING') == (slowdown > CPU_AUTOCAST_TOLERANCE), said
     assert ('training will be slower' in message) == (level == 'WARNING')
+    state = torch.get_rng_state()  # the timing leaves the run's random stream alone
+    cpu_autocast_slowdown(model.amp_dtype, repeats=1)
+    assert torch.equal(state, torch.get_rng_state())
 
 
 def test_eta_is_never_negative():

@@ -119,8 +119,8 @@ def cpu_autocast_slowdown(dtype, repeats=3):
     """How many times longer a convolution step (forward and backward) takes on this CPU under autocast.
 
     CPUs differ: with native bf16 (AVX512-BF16, AMX) bf16 autocast can be faster than fp32, without
-    it several times slower; fp16 is far slower on most. Measured, not assumed: 64 channels, a
-    batch of 4 at 48x48, the median of ``repeats`` runs each.
+    it slower; fp16 was far slower on the CPUs tried. Measured, not assumed: 64 channels, a batch
+    of 4 at 48x48, the median of ``repeats`` runs each; the global random state is left untouched.
 
     Args:
         dtype (torch.dtype): The autocast dtype.
@@ -130,9 +130,9 @@ def cpu_autocast_slowdown(dtype, repeats=3):
         float: Autocast time over fp32 time.
     """
     from mixprior_plugin.utils.tooling import median_seconds
-    generator = torch.Generator().manual_seed(0)
-    conv = nn.Conv2d(64, 64, 3, padding=1)
-    x = torch.rand(4, 64, 48, 48, generator=generator)
+    with torch.random.fork_rng(devices=[]):  # the layer's initialisation must not shift the run's random stream
+        conv = nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.rand(4, 64, 48, 48, generator=torch.Generator().manual_seed(0))
 
     def step(enabled):
         with torch.autocast('cpu', dtype=dtype, enabled=enabled):
