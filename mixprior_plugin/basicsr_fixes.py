@@ -45,6 +45,12 @@ replacing one BasicSR function in the module namespace where ``train_pipeline`` 
 8. A mistake in the options or data ends the run with one line naming the key or file (the
    traceback with ``--debug`` or for an unexpected error), and an experiment folder BasicSR
    archived before the error is put back when the failed run saved nothing (``mkdir_and_rename``).
+9. ``MessageLogger``: the ETA is never negative (BasicSR's counts one iteration too few, so at
+   the last iteration of a slow run it prints "-1 day, 23:59:59").
+10. Testing (``mixprior-test``): the student loads strictly unless ``--non-strict`` is given
+   (``strict_load_g: false`` in a training file is ignored, with a notice), an explicit
+   ``path.param_key_g`` must be in the checkpoint, and a training option file's training set is
+   skipped (only its val/test sets are evaluated), with a notice.
 """
 import os
 import sys
@@ -56,6 +62,8 @@ import torch
 from mixprior_plugin.utils.checkpoint import CheckpointMixin
 
 _APPLIED = False
+# Command-line flags of the entry points that BasicSR's argparse does not know (set by mixprior-test).
+ENTRY_FLAGS = {'non_strict': False}
 
 
 def cuda_available():
@@ -261,10 +269,12 @@ def init_dist(launcher, backend='nccl', **kwargs):
     if launcher != 'pytorch':
         from basicsr.utils import dist_util
         return dist_util.init_dist(launcher, backend=backend, **kwargs)
+    from mixprior_plugin.utils.options import OptionError
     for var in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
         if var not in os.environ:
-            raise RuntimeError(f'--launcher pytorch needs the environment variable {var}; '
-                               'start the run with torchrun (see README, "Several GPUs").')
+            raise OptionError(f'--launcher pytorch needs the environment variable {var}, which torchrun sets: start '
+                              'the run with torchrun --nproc_per_node=N -m mixprior_plugin.train -opt X.yml '
+                              '--launcher pytorch (or python -m torch.distributed.run ...), or drop --launcher')
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
     if cuda_available():
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
@@ -359,22 +369,53 @@ def exact_resume_requested(opt):
 
 
 def normalise_test_options(opt):
-    """Test-time defaults where BasicSR would fail or disagree with export and evaluation.
+    """Test-time defaults where BasicSR would fail or evaluate something else than asked (fix 10).
 
     * ``val.suffix`` missing with ``save_img`` on: BasicSR raises KeyError; it defaults to None.
-    * A KD student is evaluated with ``params_ema`` (falling back to ``params``), the key
-      export_student.py and evaluate.py use; ``path.param_key_g`` overrides it.
-    """
-    from basicsr.utils.registry import MODEL_REGISTRY
+    * The student loads strictly: ``path.strict_load_g: false`` (BasicSR's fine-tuning files set
+      it) is ignored with a notice, unless mixprior-test got ``--non-strict``.
+    * The training set of a training option file is not evaluated (it is often hours of patches);
+      a notice names the sets that are.
 
-    from mixprior_plugin.utils.validation import _is_kd_model, registry_lookup
+    Runs before the options are validated; :func:`default_test_param_key` runs after.
+    """
+    from mixprior_plugin.utils.options import OptionError
     if opt.get('is_train'):
         return opt
     val = opt.get('val')
     if isinstance(val, dict) and val.get('save_img') and 'suffix' not in val:
         val['suffix'] = None
     path = opt.get('path')
-    if isinstance(path, dict) and _is_kd_model(registry_lookup(MODEL_REGISTRY, opt.get('model_type'))):
+    if isinstance(path, dict) and path.get('pretrain_network_g'):
+        if ENTRY_FLAGS['non_strict']:
+            path['strict_load_g'] = False
+        elif path.get('strict_load_g', True) is False:
+            print('mixprior-test: path.strict_load_g: false is ignored: a test loads the student strictly '
+                  '(--non-strict evaluates a partial load).', flush=True)
+            path['strict_load_g'] = True
+    datasets = opt.get('datasets')
+    if isinstance(datasets, dict):
+        training = [phase for phase in datasets if str(phase).split('_')[0] == 'train']
+        if training:
+            for phase in training:
+                del datasets[phase]
+            if not datasets:
+                raise OptionError(f'Option datasets holds only the training set ({", ".join(training)}): add a val '
+                                  'or test_1 dataset to evaluate')
+            print(f'mixprior-test: evaluating datasets {", ".join(datasets)} of the option file; its training set '
+                  f'datasets.{training[0]} is skipped.', flush=True)
+    return opt
+
+
+def default_test_param_key(opt):
+    """A KD student is evaluated with ``params_ema`` (falling back to ``params``), the key of
+    mixprior-export and evaluate.py, unless ``path.param_key_g`` names one (checked to exist before)."""
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    from mixprior_plugin.utils.validation import _is_kd_model, registry_lookup
+    path = opt.get('path')
+    if not opt.get('is_train') and isinstance(path, dict) and \
+            _is_kd_model(registry_lookup(MODEL_REGISTRY, opt.get('model_type'))):
         path.setdefault('param_key_g', 'params_ema')
     return opt
 
@@ -401,10 +442,29 @@ def wrap_parse_options(original):
         validation.validate_options(opt)
         EXACT_RESUME.update(enabled=exact_resume_requested(opt), loader=None)
         validation.validate_files(opt)
+        default_test_param_key(opt)
         return opt, args
 
     parse_options._mixprior_wrapped = True
     return parse_options
+
+
+def wrap_message_logger(original):
+    """BasicSR's MessageLogger with an ETA that is never negative (fix 9)."""
+
+    class MessageLogger(original):
+        """BasicSR's ETA is (total_iter - iter - 1) x the mean step: at the last iteration of a run whose
+        steps take a second or more it is negative and prints as "-1 day, 23:59:59"."""
+
+        def __call__(self, log_vars):
+            max_iters = self.max_iters
+            self.max_iters = max(max_iters, log_vars['iter'] + 1)  # (max - iter - 1) >= 0
+            try:
+                return super().__call__(log_vars)
+            finally:
+                self.max_iters = max_iters
+
+    return MessageLogger
 
 
 def portable_load_resume_state(opt):
@@ -429,7 +489,7 @@ def install_on_import():
 
 
 def apply():
-    """Apply fixes 1-8 (idempotent). Called by mixprior-train / mixprior-test."""
+    """Apply fixes 1-10 (idempotent). Called by mixprior-train / mixprior-test."""
     global _APPLIED
     if _APPLIED:
         return
@@ -457,6 +517,7 @@ def apply():
     train_mod.EnlargedSampler = type('EnlargedSampler', (ResumableSampler, train_mod.EnlargedSampler), {})
     train_mod.create_train_val_dataloader = wrap_create_train_val_dataloader(train_mod.create_train_val_dataloader)
     train_mod.build_dataloader = wrap_build_dataloader(train_mod.build_dataloader)
+    train_mod.MessageLogger = wrap_message_logger(train_mod.MessageLogger)
     test_mod.build_dataloader = wrap_build_dataloader(test_mod.build_dataloader)
     PairedImageDataset.__getitem__ = checked_getitem(PairedImageDataset.__getitem__)
     _APPLIED = True

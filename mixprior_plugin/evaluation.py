@@ -5,6 +5,8 @@ present and MATLAB-bicubic LR otherwise.
 """
 import json
 import os
+import warnings
+import weakref
 from collections import OrderedDict
 
 DEFAULT_SETS = ('Set5', 'Set14', 'BSD100', 'Urban100')
@@ -59,11 +61,21 @@ class Method:
                     arch=self.arch, params=self.params)
 
 
-def build_method(label, ckpt, arch, scale, device, param_key='params_ema'):
-    """Build ``arch``, load ``ckpt`` strictly (``param_key``, falling back to 'params'), eval mode.
+DEFAULT_PARAM_KEY = 'params_ema'
+
+
+def build_method(label, ckpt, arch, scale, device, param_key=None, strict=True):
+    """Build ``arch``, load ``ckpt`` (``param_key``), eval mode.
 
     A ``.safetensors`` file from mixprior-export brings its own arch (``arch`` may be None; when
     given, its type must match); an ``.onnx`` file runs in onnxruntime on CPU (``arch`` unused).
+
+    Args:
+        param_key (str | None): Weights key; None reads 'params_ema', falling back to 'params'.
+            A key named explicitly must be in the checkpoint (the error lists the keys present).
+        strict (bool): Refuse weights that do not fit the arch exactly. False (``--non-strict``)
+            loads the matching tensors, names the skipped ones and still refuses a load that fills
+            less than ``checkpoint.MIN_PARTIAL_LOAD_SHARE`` of the network.
     """
     from basicsr.archs import build_network
 
@@ -90,10 +102,12 @@ def build_method(label, ckpt, arch, scale, device, param_key='params_ema'):
     state = export.state_for_checkpoint(ckpt, arch)
     used = None
     if state is None:
-        state, used = extract_state_dict(load_checkpoint(ckpt), param_key, ckpt)
+        state, used = extract_state_dict(load_checkpoint(ckpt), param_key or DEFAULT_PARAM_KEY, ckpt,
+                                         None if param_key is None else '--param-key')
         if arch['type'] == 'RCAN' and export.is_original_rcan(state):  # --rcan-layout original export
             state = export.rcan_from_original(state, arch)
-    load_state_checked(net, state, f'{ckpt} [{used}]' if used else ckpt, f'{arch["type"]} ({label})')
+    hint = '; --non-strict evaluates a partial load' if strict else ''
+    load_state_checked(net, state, f'{ckpt} [{used}]' if used else ckpt, f'{arch["type"]} ({label}{hint})', strict)
     net.eval().requires_grad_(False)
     return Method(label, ckpt=ckpt, arch=arch, net=net.to(device))
 
@@ -135,11 +149,14 @@ def tile_starts(length, tile, stride):
     return list(range(0, length - tile, stride)) + [length - tile]
 
 
-def sr_tensor(net, x, scale, window=None, tile=None, overlap=0):
+def sr_tensor(net, x, scale, window=None, tile=None, overlap=0, inexact_ok=False):
     """Run ``net`` on ``x`` (N, C, h, w), padded to ``window`` multiples and tiled if asked.
 
     Tiles are ``tile`` x ``tile`` LR pixels, overlapping by ``overlap``; of each tile only the part
-    farther than ``overlap // 2`` from an inner tile border is kept.
+    farther than ``overlap // 2`` from an inner tile border is kept. That equals the untiled output
+    exactly when the network's receptive field radius (:func:`receptive_radius`) is at most
+    ``overlap // 2`` LR pixels; a smaller overlap is an :class:`EvalError` stating the condition,
+    or with ``inexact_ok`` a warning.
     """
     import torch
 
@@ -156,6 +173,7 @@ def sr_tensor(net, x, scale, window=None, tile=None, overlap=0):
                 raise EvalError(f'--tile {tile} must be a multiple of the window size {window}')
             if not 0 <= overlap < tile:
                 raise EvalError(f'--tile-overlap {overlap} must be in [0, --tile {tile})')
+            check_tile_overlap(net, scale, window, overlap, inexact_ok)
             th, tw = min(tile, big_h), min(tile, big_w)
             margin = overlap // 2
             out = None
@@ -174,15 +192,130 @@ def sr_tensor(net, x, scale, window=None, tile=None, overlap=0):
     return out[..., :h * scale, :w * scale]
 
 
-def super_resolve(method, lr, scale, device='cpu', tile=None, overlap=0):
-    """SR image (uint8 BGR) of ``lr`` (uint8 BGR) by a method."""
+# Largest receptive field radius (LR pixels) the error message measures, to suggest an overlap.
+RADIUS_SEARCH_REACH = 64
+_RADIUS_CACHE = weakref.WeakKeyDictionary()  # network -> {reach: radius or None}
+
+
+def receptive_radius(net, scale, window=None, reach=RADIUS_SEARCH_REACH):
+    """How far, in LR pixels, one input pixel reaches into the output of ``net``: measured by a probe.
+
+    One LR pixel (every channel) at the centre of a random input of at least ``2 * reach + 3`` pixels
+    a side is changed, and the radius is the largest Chebyshev distance from it to an LR position
+    (output pixel // ``scale``) whose output changed. The probe runs in float64 on a copy of the
+    network, where an output outside the receptive field is bitwise unchanged (in float32, fast
+    convolution algorithms would spread rounding differences a little); a network without
+    parameters (an ONNX session) is probed in float32 with a 1e-5 threshold. Cached per network and
+    ``reach``.
+
+    Args:
+        net (nn.Module): The network, in eval mode.
+        scale (int): Its upscale factor.
+        window (int | None): Window size (the probe is a multiple of it, so it needs no padding).
+        reach (int): The largest radius to measure.
+
+    Returns:
+        int | None: The radius, or None when it exceeds ``reach`` (global operations such as RCAN's
+        channel attention or SwinIR's shifted-window attention reach every pixel).
+    """
+    import copy
+
+    import torch
+
+    from mixprior_plugin.export import net_in_channels
+    cached = _RADIUS_CACHE.setdefault(net, {})
+    if reach in cached:
+        return cached[reach]
+    params = list(net.parameters())
+    device = params[0].device if params else torch.device('cpu')
+    probe_net, dtype, threshold = net, torch.float32, 1e-5
+    if params:
+        probe_net, dtype, threshold = copy.deepcopy(net).to(torch.float64).eval(), torch.float64, 0.0
+    side = 2 * reach + 3
+    if window:  # a multiple of the window: no padding, which would mirror the changed pixel
+        side = -(-(side + window) // window) * window
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, net_in_channels(net, {}), side, side, generator=generator, dtype=dtype).to(device)
+    radius = 0
+    start = (side // 2) // window * window if window else side // 2
+    # with windows the reach depends on where the pixel sits in its window: probe its first and last position
+    for centre in ((start, start + window - 1) if window else (start, )):
+        changed = x.clone()
+        changed[..., centre, centre] = 1 - changed[..., centre, centre]
+        with torch.no_grad():
+            diff = (probe_net(changed) - probe_net(x)).abs().amax(dim=(0, 1))
+        rows, cols = torch.nonzero(diff > threshold, as_tuple=True)
+        if len(rows):
+            radius = max(radius, int((rows // scale - centre).abs().max()), int((cols // scale - centre).abs().max()))
+    cached[reach] = radius if radius <= reach else None
+    return cached[reach]
+
+
+def check_tile_overlap(net, scale, window, overlap, inexact_ok=False):
+    """Raise (or, with ``inexact_ok``, warn) unless tiles overlapping by ``overlap`` are exact for ``net``.
+
+    Tiles are exact when the receptive field radius is at most ``overlap // 2`` LR pixels (see
+    :func:`sr_tensor`); the radius comes from :func:`receptive_radius`.
+    """
+    margin = overlap // 2
+    if window and overlap % window:
+        msg = (f'--tile-overlap {overlap} is not a multiple of the window size {window}: the attention windows '
+               'are laid from each tile\'s corner, so tiles are exact only when tile and overlap are multiples of '
+               'the window (or pass --tile-inexact to accept approximate tiles)')
+    elif receptive_radius(net, scale, window, reach=margin) is not None:
+        return
+    else:
+        radius = receptive_radius(net, scale, window)
+        if radius is None:
+            reach = (f'more than {RADIUS_SEARCH_REACH} LR pixels away (global pooling or attention): tiles are '
+                     'never exact for it; evaluate it untiled')
+        else:
+            step = window or 2
+            reach = f'{radius} LR pixels away: use --tile-overlap {-(-2 * radius // step) * step} or more'
+        msg = (f'--tile-overlap {overlap} is too small for {net.__class__.__name__}: tiles are exact only when '
+               f'overlap // 2 >= the receptive field radius, and one LR pixel changes its output {reach} '
+               '(or pass --tile-inexact to accept approximate tiles)')
+    if not inexact_ok:
+        raise EvalError(msg)
+    warnings.warn(msg.split(' (or pass')[0] + ': tiled results are approximate (--tile-inexact).')
+
+
+def super_resolve(method, lr, scale, device='cpu', tile=None, overlap=0, inexact_ok=False):
+    """SR image (uint8 BGR) of ``lr`` (uint8 BGR) by a method (tiling: see :func:`sr_tensor`)."""
     from basicsr.utils import img2tensor, tensor2img
 
     from mixprior_plugin.utils.image_io import imresize_uint8
     if method.is_bicubic:
         return imresize_uint8(lr, scale)
     x = img2tensor(lr.astype('float32') / 255., bgr2rgb=True, float32=True)[None].to(device)
-    return tensor2img(sr_tensor(method.net, x, scale, method.window, tile, overlap))
+    return tensor2img(sr_tensor(method.net, x, scale, method.window, tile, overlap, inexact_ok))
+
+
+def psnr_beside_bicubic(net, pairs, scale, window=None, device='cpu'):
+    """Mean PSNR (Y, crop_border = scale) of ``net`` and of MATLAB bicubic on LR/HR tensor pairs.
+
+    Args:
+        net (nn.Module): The network (eval mode).
+        pairs (list[tuple[Tensor, Tensor]]): ``(lq, gt)``, each ``(C, H, W)`` RGB in [0, 1], HR = LR x scale.
+        scale (int): Upscale factor.
+        window (int | None): Window size to pad to (SwinIR).
+        device: Where ``net`` runs.
+
+    Returns:
+        tuple[float, float]: The network's and bicubic's PSNR in dB.
+    """
+    from basicsr.metrics import calculate_psnr
+    from basicsr.utils import tensor2img
+
+    from mixprior_plugin.utils.image_io import imresize_uint8
+    net_psnr, bicubic_psnr = [], []
+    for lq, gt in pairs:
+        hr = tensor2img(gt)
+        sr = tensor2img(sr_tensor(net, lq[None].to(device), scale, window))
+        net_psnr.append(calculate_psnr(sr, hr, crop_border=scale, test_y_channel=True))
+        bicubic_psnr.append(calculate_psnr(imresize_uint8(tensor2img(lq), scale), hr, crop_border=scale,
+                                           test_y_channel=True))
+    return sum(net_psnr) / len(net_psnr), sum(bicubic_psnr) / len(bicubic_psnr)
 
 
 # ---- data -------------------------------------------------------------------------------------------
@@ -191,7 +324,7 @@ def test_set_items(root, name, scale):
     from mixprior_plugin.utils.image_io import ImageReadError, find_lr_file, list_images, stem
     set_dir = os.path.join(root, name)
     if not os.path.isdir(set_dir):
-        raise EvalError(f'Test set {name} not found: {set_dir} does not exist (--datasets-root {root})')
+        raise EvalError(f'Test set {name} not found: {set_dir} does not exist (--data-root {root})')
     try:
         hr_paths = list_images(os.path.join(set_dir, 'HR'))
     except ImageReadError as err:
@@ -214,12 +347,15 @@ def load_pair(hr_path, lr_path, scale):
 
 
 # ---- evaluation ---------------------------------------------------------------------------------------
-def evaluate(methods, root, sets, scale, device='cpu', tile=None, overlap=0, save_dir=None, keep=None):
+def evaluate(methods, root, sets, scale, device='cpu', tile=None, overlap=0, save_dir=None, keep=None,
+             inexact_ok=False):
     """Evaluate every method on every set.
 
     Args:
         keep (tuple[str, str] | None): (set, image) whose HR and SR images are returned in
             ``results['kept']`` (for the crop figure).
+        inexact_ok (bool): Accept tiles that overlap less than the receptive field (a warning,
+            not an error; see :func:`sr_tensor`).
 
     Returns:
         dict: JSON-ready results (``sets`` -> method -> psnr/ssim/per-image values).
@@ -243,7 +379,7 @@ def evaluate(methods, root, sets, scale, device='cpu', tile=None, overlap=0, sav
             if keep == (set_name, name):
                 kept['HR'] = hr
             for m in methods:
-                sr = super_resolve(m, lr, scale, device, tile, overlap)
+                sr = super_resolve(m, lr, scale, device, tile, overlap, inexact_ok)
                 per[m.label][name] = dict(psnr=float(calculate_psnr(sr, hr, crop_border=scale, test_y_channel=True)),
                                           ssim=float(calculate_ssim(sr, hr, crop_border=scale, test_y_channel=True)))
                 if save_dir:

@@ -70,19 +70,23 @@ def require(module, purpose):
 
 
 # ---- the student ------------------------------------------------------------------------------------
+DEFAULT_KEY = 'params_ema'
+
+
 def student_state_dict(ckpt, key, path):
     """The student's weights from a checkpoint, with foreign entries dropped and reported.
 
     Args:
         ckpt (dict): Loaded checkpoint.
-        key (str): Param key ('params_ema', falling back to 'params').
+        key (str | None): Param key; None reads 'params_ema', falling back to 'params'. A key
+            named explicitly must be in the checkpoint (the error lists the keys present).
         path (str): The checkpoint's path, for messages.
 
     Returns:
         tuple[dict, list[str], str]: State dict, dropped keys, key used.
     """
     from mixprior_plugin.utils.checkpoint import extract_state_dict
-    state, used = extract_state_dict(ckpt, key, path)
+    state, used = extract_state_dict(ckpt, key or DEFAULT_KEY, path, None if key is None else '--key')
     kept, dropped = {}, []
     has_prefixed = any(k.startswith(STUDENT_PREFIXES) for k in state)
     for k, v in state.items():
@@ -98,7 +102,7 @@ def student_state_dict(ckpt, key, path):
     return kept, dropped, used
 
 
-def build_student(opt_path, ckpt_path, key='params_ema'):
+def build_student(opt_path, ckpt_path, key=None):
     """Build ``network_g`` of an option file and load the student's weights strictly.
 
     Returns:
@@ -611,7 +615,7 @@ def output_paths(out, formats):
     return {fmt: base + EXTENSIONS[fmt] for fmt in formats}
 
 
-def export_student(opt_path, ckpt_path, out, formats=None, key='params_ema', rcan_layout='basicsr', image=None,
+def export_student(opt_path, ckpt_path, out, formats=None, key=None, rcan_layout='basicsr', image=None,
                    opset=DEFAULT_OPSET, atol=DEFAULT_ATOL, parity_crop=DEFAULT_PARITY_CROP, onnx_optimize=False,
                    log=print):
     """Export a run's student to ``formats`` and check the parity of the safetensors and ONNX files.
@@ -622,7 +626,7 @@ def export_student(opt_path, ckpt_path, out, formats=None, key='params_ema', rca
         out (str): Output path; ``student.pth`` alone (no ``formats``) writes that format only,
             otherwise every format gets ``out`` with its extension.
         formats (list[str] | None): Subset of :data:`FORMATS` (default: the extension of ``out``).
-        key (str): Param key ('params_ema' falls back to 'params').
+        key (str | None): Param key (None: 'params_ema', falling back to 'params'; named: must exist).
         rcan_layout (str): 'basicsr' or 'original' (RCAN only; .pth and .safetensors).
         image (str | None): LR image for the parity check (default: the option file's first
             validation LR image).
@@ -765,8 +769,8 @@ def build_parser(prog=None):
     parser.add_argument('-o', '--out', required=True, help='output file, or base name when --formats is given')
     parser.add_argument('--formats', nargs='+', choices=FORMATS,
                         help='formats to write (default: the extension of --out; no extension: all three)')
-    parser.add_argument('--key', default='params_ema', help='param key to export (default params_ema, falling '
-                        'back to params)')
+    parser.add_argument('--key', help='param key to export; named, it must be in the checkpoint (default: '
+                        'params_ema, falling back to params)')
     parser.add_argument('--rcan-layout', choices=LAYOUTS, default='basicsr',
                         help='RCAN key names: basicsr (default) or original (the original RCAN code, spandrel)')
     parser.add_argument('--image', help='LR image for the parity check (default: first validation LR image of -opt)')
@@ -781,14 +785,26 @@ def build_parser(prog=None):
     return parser
 
 
-def main(argv=None, prog=None):
-    """``mixprior-export`` / ``tools/export_student.py``."""
+def run(argv=None, prog=None):
+    """Parse the command line and export; returns :func:`export_student`'s dict (for programs).
+
+    A mistake ends the process with one line (exit status 1).
+    """
     args = build_parser(prog).parse_args(argv)
     try:
         return export_student(args.opt, args.ckpt, args.out, args.formats, args.key, args.rcan_layout, args.image,
                               args.opset, args.atol, args.parity_crop, args.onnx_optimize)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
-        sys.exit(f'{prog or "mixprior-export"}: {err}')
+        sys.exit(f'{prog or "mixprior-export"}: error: {err}')
+
+
+def main(argv=None, prog=None):
+    """``mixprior-export`` / ``tools/export_student.py``: exit status 0 after a successful export.
+
+    A console script runs ``sys.exit(main())``, which would print a returned value and exit with
+    status 1: the result dict is :func:`run`'s.
+    """
+    run(argv, prog)
 
 
 if __name__ == '__main__':

@@ -402,6 +402,14 @@ class GenericBodyAdapter(StageAdapter):
         setattr(self._parent, self._body_name, stand_in)
         try:
             return self.net(x)
+        except _StopForward:
+            raise
+        except Exception as err:  # the forward does more with the body than call it (e.g. indexes it)
+            adapter_key = self.key.replace('stages', 'adapter')
+            raise OptionError(f'{adapter_key}: GenericBodyAdapter cannot run {self.net.__class__.__name__}.forward '
+                              f'with {self._blocks_path} swapped for a stand-in ({err.__class__.__name__}: {err}): '
+                              f'that forward uses {self._blocks_path} otherwise than calling it once; set '
+                              f'{adapter_key} to an adapter for this arch (README, "Distilling a student")') from err
         finally:
             setattr(self._parent, self._body_name, original)
 

@@ -1,4 +1,6 @@
 """Shared helpers for the test suite: tiny data, tiny nets, option files, CLI runs."""
+import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -106,6 +108,24 @@ def sr_options(name, root, scale, network_g, hr_dir, lr_dir, total_iter=20, val=
     return opt
 
 
+@contextlib.contextmanager
+def captured_log():
+    """Messages of BasicSR's root logger (``basicsr``) while the block runs, as ``[(level, text)]``."""
+    from basicsr.utils import get_root_logger
+    records = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: records.append((record.levelname, record.getMessage()))
+    logger = get_root_logger()
+    level = logger.level
+    logger.setLevel(logging.INFO)  # initialised without a log file, BasicSR's logger drops INFO
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def write_yaml(path, opt):
     with open(path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
@@ -124,6 +144,19 @@ def run_cli(args, cwd, timeout=600, env=None, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f'{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}')
     return proc
+
+
+def console_script(name):
+    """Path of an installed console script beside this Python (tools/setup_env.sh installs them)."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    assert os.path.isfile(path), f'{name} is not installed beside {sys.executable}: run tools/setup_env.sh'
+    return path
+
+
+def run_script(name, args, cwd, timeout=300, env=None):
+    """Run the installed console script ``name`` with ``args`` in ``cwd``; return the CompletedProcess (text)."""
+    return subprocess.run([console_script(name)] + list(args), cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS='1', **(env or {})))
 
 
 def base_model_opt(network_g, network_t, scale, teacher_path, model_type='KDModel', train=None, **extra):

@@ -170,7 +170,7 @@ def test_evaluate_gives_same_psnr_for_pth_safetensors_onnx(exported, tmp_path):
     run = exported['EDSR']
     files = run['result']['files']
     # the .safetensors and .onnx entries need no arch: it comes from the files
-    results = evaluate.main(['--scale', str(SCALE), '--datasets-root', SHARED_DATASETS, '--sets', 'Set5',
+    results = evaluate.main(['--scale', str(SCALE), '--data-root', SHARED_DATASETS, '--sets', 'Set5',
                              '--device', 'cpu', '--out-dir', str(tmp_path), '--compare',
                              f'pth={files["pth"]}@{run["opt"]}', f'safetensors={files["safetensors"]}',
                              f'onnx={files["onnx"]}'])
@@ -217,36 +217,39 @@ def _damaged(src, dst, how):
 @pytest.mark.bad_input
 @pytest.mark.parametrize('fmt', ['safetensors', 'onnx'])
 @pytest.mark.parametrize('how', ['truncated', 'garbage'])
-def test_corrupt_file_gives_clear_error_naming_it(exported, fmt, how, tmp_path):
+def test_corrupt_file_gives_clear_error_naming_it(exported, fmt, how, tmp_path, bad_case):
     bad = _damaged(exported['EDSR']['result']['files'][fmt], str(tmp_path / f'bad_student.{fmt}'), how)
     loader = export.load_student_safetensors if fmt == 'safetensors' else export.OnnxSR
     with pytest.raises(export.ExportError, match=re.escape(bad)):
         loader(bad)
     with pytest.raises((export.ExportError, EvalError)) as err:
         build_method('bad', bad, None, SCALE, 'cpu')
-    assert bad in str(err.value) and 'corrupt' in str(err.value)
+    assert bad in bad_case.message(err.value) and 'corrupt' in str(err.value)
 
 
 @pytest.mark.bad_input
-def test_safetensors_without_metadata_and_wrong_arch_are_refused(exported, tmp_path):
+def test_safetensors_without_metadata_and_wrong_arch_are_refused(exported, tmp_path, bad_case):
     from safetensors.torch import save_file
     plain = str(tmp_path / 'plain.safetensors')
     save_file({k: v.contiguous() for k, v in exported['EDSR']['ema'].items()}, plain)
-    with pytest.raises(export.ExportError, match='no mixprior arch metadata'):
+    with pytest.raises(export.ExportError, match='no mixprior arch metadata') as info:
         build_method('plain', plain, None, SCALE, 'cpu')
-    with pytest.raises(EvalError, match='holds a EDSR but the arch given is RCAN'):
+    bad_case.message(info.value)
+    with pytest.raises(EvalError, match='holds a EDSR but the arch given is RCAN') as info:
         build_method('x', exported['EDSR']['result']['files']['safetensors'], exported['RCAN']['arch'], SCALE, 'cpu')
-    with pytest.raises(EvalError, match='exported at x2 but --scale is 4'):
+    bad_case.message(info.value)
+    with pytest.raises(EvalError, match='exported at x2 but --scale is 4') as info:
         build_method('x', exported['EDSR']['result']['files']['onnx'], None, 4, 'cpu')
+    bad_case.message(info.value)
 
 
 @pytest.mark.bad_input
-def test_missing_extras_name_the_install_command(exported, monkeypatch, capsys, tmp_path):
+def test_missing_extras_name_the_install_command(exported, monkeypatch, capsys, tmp_path, bad_case):
     monkeypatch.setitem(sys.modules, 'onnx', None)  # import onnx now raises ImportError
     run = exported['EDSR']
     with pytest.raises(SystemExit) as err:
         export.main(['-opt', run['opt'], '--ckpt', run['ckpt'], '-o', str(tmp_path / 's.onnx')])
-    assert 'pip install mixprior[export]' in str(err.value) and "'onnx'" in str(err.value)
+    assert 'pip install mixprior[export]' in bad_case.message(err.value) and "'onnx'" in str(err.value)
     assert not os.path.exists(tmp_path / 's.onnx')
 
 
@@ -263,7 +266,7 @@ def test_export_tool_keeps_pth_only_default(exported, tmp_path, capsys):
 
 
 @pytest.mark.bad_input
-def test_parity_above_tolerance_is_an_error(exported, monkeypatch, tmp_path):
+def test_parity_above_tolerance_is_an_error(exported, monkeypatch, tmp_path, bad_case):
     real_build = export.build_from_safetensors
 
     def perturbed(path, device='cpu'):  # a reload that does not reproduce the student
@@ -274,5 +277,6 @@ def test_parity_above_tolerance_is_an_error(exported, monkeypatch, tmp_path):
 
     monkeypatch.setattr(export, 'build_from_safetensors', perturbed)
     run = exported['EDSR']
-    with pytest.raises(export.ExportError, match=r'Parity failed: safetensors \(reloaded\) at \d+x\d+'):
+    with pytest.raises(export.ExportError, match=r'Parity failed: safetensors \(reloaded\) at \d+x\d+') as info:
         export.export_student(run['opt'], run['ckpt'], str(tmp_path / 's'), ['safetensors'], log=lambda _: None)
+    bad_case.message(info.value)

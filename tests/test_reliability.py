@@ -300,6 +300,40 @@ def _rename_section(old, new):
     return rename
 
 
+def _single_image_training_set(opt, root):
+    train = opt['datasets']['train']
+    opt['datasets']['train'] = dict(name='lr_only', type='SingleImageDataset', dataroot_lq=train['dataroot_lq'],
+                                    io_backend=dict(type='disk'), batch_size_per_gpu=2, num_worker_per_gpu=0)
+
+
+def _real_esrgan_training_set(opt, root):
+    """BasicSR's Real-ESRNet recipe's dataset under a KD model (which reads pairs, synthesises nothing)."""
+    opt['datasets']['train'].update(type='RealESRGANDataset', meta_info=os.path.join(root, 'meta_info.txt'))
+
+
+def _teacher_of_another_width(strict_key):
+    def other_width(opt, root):
+        from helpers import save_random_teacher
+        opt['path']['pretrain_network_t'] = save_random_teacher(os.path.join(root, 'wide_teacher.pth'),
+                                                                dict(opt['network_t'], num_feat=12))
+        opt['path'][strict_key] = False
+    return other_width
+
+
+def _student_weights_of_another_width(opt, root):
+    """Fine-tuning from weights of another width with strict_load_g: false (as BasicSR's EDSR files do)."""
+    from helpers import save_random_teacher
+    opt['path']['pretrain_network_g'] = save_random_teacher(os.path.join(root, 'wide_student.pth'),
+                                                            dict(opt['network_g'], num_feat=12))
+    opt['path']['strict_load_g'] = False
+
+
+def _generic_adapter_on_srvgg(opt, root):
+    """README's GenericBodyAdapter for a student whose forward indexes its body (SRVGGNetCompact)."""
+    opt['network_g'] = dict(type='SRVGGNetCompact', num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=4, upscale=2)
+    opt['distill'] = dict(num_stages=2, adapter_g=dict(type='GenericBodyAdapter'))
+
+
 BAD_INPUTS = {
     # case: (how to break the options/data, text the error must contain)
     'malformed_yaml': (_break_malformed_yaml, ['Malformed YAML', 'bad.yml', 'line 3']),
@@ -345,15 +379,39 @@ BAD_INPUTS = {
     'scale_mismatch': (lambda o, r: o.update(scale=4), ['network_g.upscale', 'scale=4']),
     'empty_dataset_folder': (_empty_folder, ['datasets.train.dataroot_gt', 'no image files']),
     'nan_loss': (lambda o, r: o['train']['optim_g'].update(lr=1e30), ['Non-finite loss', 'last saved checkpoint']),
+    # the tracebacks of a first trial, each now one line naming the key
+    'single_image_dataset_for_training': (_single_image_training_set,
+                                          ['datasets.train.type=SingleImageDataset', 'LR images only',
+                                           'PairedImageDataset']),
+    'hr_only_dataset_for_a_kd_model': (_real_esrgan_training_set,
+                                       ['datasets.train.type=RealESRGANDataset', 'HR images only',
+                                        'model_type=MiPKDModel']),
+    'student_width_zero': (lambda o, r: o['network_g'].update(num_feat=0), ['network_g.num_feat', 'got 0']),
+    'teacher_width_negative': (lambda o, r: o['network_t'].update(num_feat=-16), ['network_t.num_feat', 'got -16']),
+    'upscale_zero': (lambda o, r: o['network_g'].update(upscale=0), ['network_g.upscale', 'positive integer']),
+    'launcher_pytorch_without_torchrun': (lambda o, r: None, ['--launcher pytorch', 'RANK', 'torchrun']),
+    'generic_adapter_on_an_indexed_body': (_generic_adapter_on_srvgg,
+                                           ['distill.adapter_g', 'SRVGGNetCompact.forward', 'TypeError']),
+    # non-strict loads that would train from a random network
+    'teacher_of_another_width_non_strict': (_teacher_of_another_width('strict_load_t'),
+                                            ['path.pretrain_network_t', 'fills only 1 of the 24',
+                                             'conv_first.weight: network (16, 3, 3, 3) vs file (12, 3, 3, 3)']),
+    'student_weights_of_another_width_non_strict': (_student_weights_of_another_width,
+                                                    ['wide_student.pth', 'fills only 1 of the 16',
+                                                     'conv_first.weight: network (8, 3, 3, 3) vs file (12, 3, 3, 3)']),
 }
 
 
 DURING_TRAINING = ('nan_loss', )  # found only once data flows
+# found when the model is built (after BasicSR has created the experiment folder): run as a process
+WHEN_BUILT = ('generic_adapter_on_an_indexed_body', 'teacher_of_another_width_non_strict',
+              'student_weights_of_another_width_non_strict')
+EXTRA_ARGS = {'launcher_pytorch_without_torchrun': ['--launcher', 'pytorch']}
 
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize('case', sorted(BAD_INPUTS))
-def test_bad_input_gives_clear_error(case, tmp_path, tiny_data, monkeypatch, capsys):
+def test_bad_input_gives_clear_error(case, tmp_path, tiny_data, monkeypatch, capsys, bad_case):
     import shutil
 
     import yaml
@@ -372,7 +430,7 @@ def test_bad_input_gives_clear_error(case, tmp_path, tiny_data, monkeypatch, cap
         detail = None
     else:
         write_yaml(bad_file, opt)
-    if case in DURING_TRAINING:
+    if case in DURING_TRAINING + WHEN_BUILT:
         proc = run_cli([os.path.join(TESTS, 'train_runner.py'), '-opt', bad_file], cwd=str(tmp_path),
                        env=dict(PYTHONPATH=REPO), check=False)
         assert proc.returncode == 1, f'{case}: training did not stop with status 1 ({proc.returncode})'
@@ -380,17 +438,14 @@ def test_bad_input_gives_clear_error(case, tmp_path, tiny_data, monkeypatch, cap
     else:  # rejected while the options are read: in-process through the same entry point (faster)
         from mixprior_plugin.train import main as train_main
         monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv('RANK', raising=False)
         capsys.readouterr()
         with pytest.raises(SystemExit) as info:
-            train_main(['-opt', bad_file])
+            train_main(['-opt', bad_file] + EXTRA_ARGS.get(case, []))
         assert info.value.code == 1
         error = capsys.readouterr().err
         assert not (tmp_path / 'experiments' / 'bad').exists(), 'nothing may be created before the error'
-    # one readable line, no traceback
-    assert 'Traceback' not in error, error[-3000:]
-    lines = [line for line in error.splitlines() if line.startswith('mixprior-train: error: ')]
-    assert len(lines) == 1, error[-3000:]
-    message = lines[0]
+    message = bad_case.error_line(error, 'mixprior-train')  # one readable line, no traceback
     for text in expected + ([detail] if case in ('corrupt_image', 'lr_hr_size_mismatch', 'stray_non_image_file',
                                                  'val_lr_of_another_scale') else []):
         assert text in message, f'{case}: {text!r} not in the error line:\n{error[-2500:]}'

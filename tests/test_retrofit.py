@@ -9,6 +9,7 @@ import copy
 import glob
 import io
 import os
+import re
 import shutil
 
 import cv2
@@ -203,11 +204,12 @@ def _kd_options(tmp_path, tiny_data, name, total_iter=4, model_type='KDModel'):
 
 
 @pytest.mark.bad_input
-def test_num_gpu_above_one_without_launcher_names_torchrun(tmp_path, tiny_data):
+def test_num_gpu_above_one_without_launcher_names_torchrun(tmp_path, tiny_data, bad_case):
     opt = _kd_options(tmp_path, tiny_data, 'gpus')
     opt.update(num_gpu=4, dist=False, is_train=True)
-    with pytest.raises(OptionError, match='num_gpu=4 without a launcher.*torchrun --nproc_per_node=4'):
+    with pytest.raises(OptionError, match='num_gpu=4 without a launcher.*torchrun --nproc_per_node=4') as info:
         validate_options(opt)
+    bad_case.message(info.value)
     validate_options(dict(opt, num_gpu=4, dist=True))  # under torchrun: fine
     plain = dict(opt, model_type='SRModel')  # BasicSR's own models use DataParallel there: left alone
     for key in ('network_t', 'distill'):
@@ -216,15 +218,15 @@ def test_num_gpu_above_one_without_launcher_names_torchrun(tmp_path, tiny_data):
 
 
 @pytest.mark.bad_input
-def test_mixprior_test_refuses_a_kd_student_without_weights(tmp_path, tiny_data, monkeypatch, capsys):
+def test_mixprior_test_refuses_a_kd_student_without_weights(tmp_path, tiny_data, monkeypatch, capsys, bad_case):
     from mixprior_plugin.test import main as test_main
     opt = _kd_options(tmp_path, tiny_data, 'untrained')
     opt_file = write_yaml(str(tmp_path / 'untrained.yml'), opt)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
         test_main(['-opt', opt_file])
-    err = capsys.readouterr().err
-    assert 'mixprior-test: error: OptionError: path.pretrain_network_g is not set' in err, err
+    line = bad_case.error_line(capsys.readouterr().err, 'mixprior-test')
+    assert line.startswith('mixprior-test: error: OptionError: path.pretrain_network_g is not set'), line
     assert not (tmp_path / 'results').exists()
 
 
@@ -281,7 +283,7 @@ def test_auto_resume_falls_back_to_the_newest_loadable_state(tmp_path, trained_k
 
 
 @pytest.mark.bad_input
-def test_error_after_archiving_puts_the_old_experiment_back(tmp_path, trained_kd):
+def test_error_after_archiving_puts_the_old_experiment_back(tmp_path, trained_kd, bad_case):
     """A teacher that does not fit is found when the model is built (after BasicSR archived the old folder)."""
     opt = _copy_run(trained_kd, tmp_path)
     opt['path']['pretrain_network_t'] = save_random_teacher(str(tmp_path / 'wider_teacher.pth'),
@@ -291,8 +293,7 @@ def test_error_after_archiving_puts_the_old_experiment_back(tmp_path, trained_kd
     before = sorted(os.listdir(exp / 'models'))
     proc = run_cli(['-m', 'mixprior_plugin.train', '-opt', opt_file], cwd=str(tmp_path), check=False)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    line = [x for x in proc.stderr.splitlines() if x.startswith('mixprior-train: error: ')]
-    assert len(line) == 1 and 'does not fit network_t' in line[0] and 'Traceback' not in proc.stderr
+    assert 'does not fit network_t' in bad_case.error_line(proc.stderr, 'mixprior-train')
     assert f'restored {exp}' in proc.stderr
     assert sorted(os.listdir(exp / 'models')) == before
     assert not glob.glob(str(tmp_path / 'experiments' / 'kd_archived_*'))
@@ -403,14 +404,17 @@ def test_own_train_py_with_only_the_import_trains_validates_saves_and_resumes(tm
     logs = sorted(glob.glob(str(exp / 'train_*.log')), key=os.path.getmtime)
     log = open(logs[-1]).read()
     assert 'Resuming training from epoch' in log and 'iter: 4.' in log, log[-2000:]
+    # without mixprior-train the resume is BasicSR's, not exact: the log says so
+    assert re.search(r'Resume: exact resume is off .*: the interrupted epoch \d+ restarts from its first batch', log), \
+        log[-2000:]
     assert 'Set pretrain_network_t' not in resumed.stdout  # the teacher keeps its own weights file
     assert 'Set pretrain_network_g to' in resumed.stdout  # BasicSR's own resume logic ran
     assert (exp / 'models' / 'net_g_6.pth').is_file() and (exp / 'models' / 'net_extra_6.pth').is_file()
     assert torch.load(exp / 'training_states' / '6.state', weights_only=True)['iter'] == 6
 
 
-@pytest.mark.bad_input
 def test_own_train_py_with_only_the_import_validates_the_plugin_options(tmp_path, tiny_data):
+    """A project's own train.py gets the plugin's checks, and Python's traceback (its last line names the key)."""
     opt_file = _own_train_py_mipkd(tmp_path, tiny_data, total_iter=2, latent_channels=0)
     proc = run_cli(['-c', OWN_TRAIN_PY, '-opt', opt_file], cwd=str(tmp_path), check=False)
     assert proc.returncode != 0

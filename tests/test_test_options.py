@@ -3,12 +3,10 @@ import glob
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import yaml
 
-from helpers import REPO, run_cli, save_random_teacher, sr_options, tiny_arch, write_yaml
+from helpers import REPO, run_cli, run_script, save_random_teacher, sr_options, tiny_arch, write_yaml
 
 TEST_FILE = 'options/test/MiPKD/test_MiPKD_EDSR_C256B32-C64B32_x4.yml'
 
@@ -46,11 +44,8 @@ def test_readme_mixprior_test_example_runs_on_a_trained_student(tmp_path, tiny_d
     test_opt.update(network_g=student, num_gpu=0)
     os.makedirs(tmp_path / os.path.dirname(TEST_FILE))
     write_yaml(str(tmp_path / TEST_FILE), test_opt)
-    # the README's command: the console script beside this Python (its module form where not installed)
-    script = os.path.join(os.path.dirname(sys.executable), 'mixprior-test')
-    cmd = [script] if os.path.isfile(script) else [sys.executable, '-m', 'mixprior_plugin.test']
-    proc = subprocess.run(cmd + ['-opt', TEST_FILE], cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    # the README's command: the installed console script
+    proc = run_script('mixprior-test', ['-opt', TEST_FILE], cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = open(glob.glob(str(tmp_path / 'results' / test_opt['name'] / f'test_{test_opt["name"]}_*.log'))[0]).read()
     assert 'with param key: [params_ema]' in log, log[-2000:]

@@ -16,14 +16,14 @@ Examples::
 from mixprior_plugin.export import STUDENT_PREFIXES, export_student, student_state_dict  # noqa: F401
 
 
-def export(opt_path, ckpt_path, out_path, key='params_ema', formats=None, **kwargs):
+def export(opt_path, ckpt_path, out_path, key=None, formats=None, **kwargs):
     """Export the student to ``out_path`` (its extension picks the format); returns its parameter count."""
     return export_student(opt_path, ckpt_path, out_path, formats, key, **kwargs)['num_params']
 
 
 def main(argv=None):
     from mixprior_plugin.export import main as export_main
-    return export_main(argv, prog='export_student')
+    export_main(argv, prog='export_student')
 
 
 if __name__ == '__main__':

@@ -7,7 +7,7 @@
 #      ~/.cache/mixprior), keyed by a hash of requirements.txt + the Python version. It is reused
 #      whenever that key is unchanged; older keys are deleted to save disk.
 #   2. A small per-checkout .venv whose site-packages points at layer 1 (a .pth file), holding an
-#      editable install of this checkout and its console scripts (mixprior-train, ...).
+#      editable install of this checkout and its console scripts (mixprior-train, ..., torchrun).
 # Usage: bash tools/setup_env.sh   (then use .venv/bin/python, .venv/bin/mixprior-train, ...)
 set -euo pipefail
 
@@ -97,4 +97,12 @@ if [ "$(cat "$venv/.setup-stamp" 2>/dev/null)" != "$stamp" ]; then
   fi
   echo "$stamp" > "$venv/.setup-stamp"
 fi
+# torchrun: torch's own console script sits in the dependency environment with the shebang of its
+# build folder, so the .venv gets one that runs the same module with the .venv's Python.
+cat > "$venv/bin/torchrun" <<'EOF'
+#!/bin/sh
+# torchrun of this checkout's .venv (written by tools/setup_env.sh)
+exec "$(dirname "$0")/python" -m torch.distributed.run "$@"
+EOF
+chmod +x "$venv/bin/torchrun"
 log "ready: $venv/bin/python"

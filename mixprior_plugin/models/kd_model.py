@@ -70,6 +70,90 @@ def precision_settings(train_opt):
     return AMP_DTYPES[amp], channels_last
 
 
+# The teacher check at start-up (KDModel.check_teacher): this many images, centre LR crops of this side.
+TEACHER_CHECK_IMAGES = 2
+TEACHER_CHECK_CROP = 48
+
+
+def teacher_check_pairs(opt, count=TEACHER_CHECK_IMAGES, crop=TEACHER_CHECK_CROP):
+    """A few ``(lq, gt)`` pairs for the teacher check: the first validation images, else training patches.
+
+    Args:
+        opt (dict): Options with ``datasets``.
+        count (int): Pairs wanted.
+        crop (int): Side of the centre LR crop (HR: ``crop * scale``).
+
+    Returns:
+        tuple[list[tuple[Tensor, Tensor]], str]: The pairs (empty when no dataset gives LR/HR pairs)
+        and what they are, for the log.
+    """
+    from basicsr.data import build_dataset
+    datasets = opt.get('datasets') or {}
+    scale = opt.get('scale', 1)
+    phases = sorted(p for p in datasets if str(p).startswith('val')) + [p for p in datasets if p == 'train']
+    for phase in phases:
+        ds_opt = dict(deepcopy(datasets[phase]), phase=datasets[phase].get('phase', phase))
+        ds_opt.setdefault('scale', scale)
+        dataset = build_dataset(ds_opt)
+        pairs = []
+        for i in range(min(count, len(dataset))):
+            item = dataset[i]
+            if 'lq' not in item or 'gt' not in item:
+                break
+            lq, gt = item['lq'], item['gt']
+            h, w = min(crop, lq.shape[-2]), min(crop, lq.shape[-1])
+            top, left = (lq.shape[-2] - h) // 2, (lq.shape[-1] - w) // 2
+            pairs.append((lq[:, top:top + h, left:left + w],
+                          gt[:, top * scale:(top + h) * scale, left * scale:(left + w) * scale]))
+        if pairs:
+            kind = 'validation images' if phase != 'train' else 'training patches'
+            return pairs, f'{len(pairs)} {kind} of datasets.{phase} (centre {crop}x{crop} LR crops)'
+    return [], 'no dataset gives LR/HR pairs'
+
+
+# train.amp without CUDA: autocast slower than this many times fp32 on a probe step is a warning.
+CPU_AUTOCAST_TOLERANCE = 1.2
+
+
+def cpu_autocast_slowdown(dtype, repeats=3):
+    """How many times longer a convolution step (forward and backward) takes on this CPU under autocast.
+
+    CPUs differ: with native bf16 (AVX512-BF16, AMX) bf16 autocast can be faster than fp32, without
+    it slower; fp16 was far slower on the CPUs tried. Measured, not assumed: 64 channels, a batch
+    of 4 at 48x48, the median of ``repeats`` runs each; the global random state is left untouched.
+
+    Args:
+        dtype (torch.dtype): The autocast dtype.
+        repeats (int): Timed runs per precision.
+
+    Returns:
+        float: Autocast time over fp32 time.
+    """
+    from mixprior_plugin.utils.tooling import median_seconds
+    with torch.random.fork_rng(devices=[]):  # the layer's initialisation must not shift the run's random stream
+        conv = nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.rand(4, 64, 48, 48, generator=torch.Generator().manual_seed(0))
+
+    def step(enabled):
+        with torch.autocast('cpu', dtype=dtype, enabled=enabled):
+            out = conv(x)
+        out.float().mean().backward()
+
+    return median_seconds(lambda: step(True), repeats, 1) / median_seconds(lambda: step(False), repeats, 1)
+
+
+def report_cpu_autocast(name, dtype):
+    """Log what ``train.amp: <name>`` costs without CUDA: a warning when autocast is slower than fp32."""
+    slowdown = cpu_autocast_slowdown(dtype)
+    message = (f'train.amp={name} on a machine without CUDA: a convolution step under {name} autocast takes '
+               f'{slowdown:.2f}x the fp32 time on this CPU')
+    if slowdown > CPU_AUTOCAST_TOLERANCE:
+        get_root_logger().warning(f'{message}: training will be slower, not faster; set train.amp: off.')
+    else:
+        get_root_logger().info(f'{message}: no slower than fp32 here.')
+    return slowdown
+
+
 def loss_weight(loss):
     """The weight of a BasicSR loss module (0 switches the term off)."""
     return float(getattr(loss, 'loss_weight', 1.0)) if loss is not None else 0.0
@@ -95,10 +179,13 @@ def build_frozen_teacher(opt, device='cpu'):
     weights = os.path.expanduser(path_opt['pretrain_network_t'])
     key = path_opt.get('teacher_param_key', 'params_ema')
     strict = path_opt.get('strict_load_t', True)
-    state, used = extract_state_dict(load_checkpoint(weights), key, weights)
-    load_state_checked(net_t, state, f'path.pretrain_network_t={weights} (key {used!r})',
-                       f'network_t ({opt["network_t"]["type"]})', strict)
-    logger.info(f'Teacher {opt["network_t"]["type"]} loaded from {weights} [{used}], '
+    state, used = extract_state_dict(load_checkpoint(weights), key, weights,
+                                     'path.teacher_param_key' if 'teacher_param_key' in path_opt else None)
+    report = load_state_checked(net_t, state, f'path.pretrain_network_t={weights} (key {used!r})',
+                                f'network_t ({opt["network_t"]["type"]})', strict)
+    filled = '' if report['loaded'] == report['total'] else \
+        f' ({report["loaded"]} of {report["total"]} parameter tensors: a partial load)'
+    logger.info(f'Teacher {opt["network_t"]["type"]} loaded from {weights} [{used}]{filled}, '
                 f'{sum(p.numel() for p in net_t.parameters()):,d} parameters, frozen.')
     net_t.eval()
     net_t.requires_grad_(False)
@@ -231,7 +318,10 @@ class KDModel(CheckpointMixin, SRModel):
         logger = get_root_logger()
         train_opt = self.opt['train']
         self.amp_dtype, self.channels_last = precision_settings(train_opt)
+        if self.amp_dtype is not None and self.device.type != 'cuda':
+            report_cpu_autocast(train_opt['amp'], self.amp_dtype)
         self.net_t = self.build_teacher()
+        self.check_teacher()
         self.cri_kd = build_loss(train_opt.get('kd_opt') or options_schema.default('train', 'kd_opt')).to(self.device)
         self.feat_terms = [t.to(self.device) for t in self.feat_terms_for(self.opt)]
 
@@ -282,6 +372,39 @@ class KDModel(CheckpointMixin, SRModel):
     def build_teacher(self):
         """Build the teacher, load its weights strictly, freeze it and put it in eval mode."""
         return build_frozen_teacher(self.opt, self.device)
+
+    def check_teacher(self):
+        """Log the teacher's PSNR beside bicubic's on a few validation images (or training patches).
+
+        A teacher below bicubic is a warning: its weights are still close to their initialisation
+        (an early ``params_ema``) or are not the ones meant (``path.teacher_param_key``,
+        ``path.pretrain_network_t``). Rank 0 only; one forward on small crops.
+        """
+        if self.opt.get('rank', 0) != 0:
+            return
+        from mixprior_plugin.evaluation import psnr_beside_bicubic
+        from mixprior_plugin.utils.checkpoint import rng_state, set_rng_state
+        logger = get_root_logger()
+        before = rng_state()  # training patches are cropped at random: keep the run's random stream as it was
+        try:
+            pairs, source = teacher_check_pairs(self.opt)
+        finally:
+            set_rng_state(before)
+        if not pairs:
+            logger.info(f'Teacher check skipped: {source}.')
+            return
+        scale = self.opt.get('scale', 1)
+        teacher, bicubic = psnr_beside_bicubic(self.net_t, pairs, scale, self.opt['network_t'].get('window_size'),
+                                               self.device)
+        logger.info(f'Teacher check on {source}: teacher {teacher:.2f} dB, bicubic {bicubic:.2f} dB '
+                    f'(PSNR on Y, crop_border {scale}).')
+        if teacher < bicubic:
+            path = self.opt['path']
+            key = path.get('teacher_param_key', 'params_ema')
+            logger.warning(f'The teacher is below bicubic ({teacher:.2f} < {bicubic:.2f} dB): distilling it teaches '
+                           f'the student little. path.teacher_param_key={key!r}: an EMA (params_ema) of a short run '
+                           'is still close to its initialisation (try params); or path.pretrain_network_t='
+                           f'{path.get("pretrain_network_t")} is not the trained teacher.')
 
     @classmethod
     def extra_modules_for(cls, opt, adapter_t, adapter_g, feat_terms):

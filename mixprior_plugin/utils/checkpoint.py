@@ -87,33 +87,52 @@ def load_checkpoint(path, map_location='cpu'):
                               'The file is corrupt, truncated or not a PyTorch weights file.') from err
 
 
-def extract_state_dict(ckpt, param_key, path='<checkpoint>'):
+def extract_state_dict(ckpt, param_key, path='<checkpoint>', key_option=None):
     """Pick a state dict out of a BasicSR checkpoint and drop DDP's ``module.`` prefixes.
 
     Args:
         ckpt (dict): Loaded checkpoint, either ``{param_key: state_dict, ...}`` or a bare
             state dict.
         param_key (str | None): Key to read ('params', 'params_ema'). When it is missing and
-            'params' exists, 'params' is used (BasicSR's convention).
+            'params' exists, 'params' is used (BasicSR's convention) unless ``key_option`` is given.
         path (str): Only for error messages.
+        key_option (str | None): The option or flag that named ``param_key`` explicitly (e.g.
+            'path.param_key_g'): then a missing key is an error listing the keys present, never a
+            silent fallback to 'params'.
 
     Returns:
         tuple[dict, str | None]: The state dict and the key actually used.
     """
     if not isinstance(ckpt, dict):
         raise ValueError(f'{path} does not hold a dict of weights.')
+    is_bare = any(isinstance(v, torch.Tensor) for v in ckpt.values())
     used = None
     if param_key is not None and param_key in ckpt:
         used = param_key
+    elif key_option is not None and param_key is not None and not is_bare:
+        raise missing_key_error(key_option, param_key, path, ckpt)
     elif param_key is not None and 'params' in ckpt:
         used = 'params'
-    elif any(isinstance(v, torch.Tensor) for v in ckpt.values()):
+    elif is_bare:
         used = None
     else:
         raise KeyError(f'{path} has no key {param_key!r} (keys: {sorted(ckpt)})')
     state = ckpt[used] if used is not None else ckpt
     state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
     return state, used
+
+
+def missing_key_error(key_option, key, path, ckpt):
+    """The error for a param key named explicitly but absent from a checkpoint (lists the keys present)."""
+    from mixprior_plugin.utils.options import OptionError
+    named = f'{key_option} {key!r}' if key_option.startswith('--') else f'Option {key_option}={key!r}'
+    return OptionError(f'{named} is not in {path} (keys: {", ".join(sorted(map(str, ckpt)))})')
+
+
+# A non-strict load (strict_load_*: false, --non-strict) must fill at least this share of the
+# network's parameter values; below it the "partially loaded" network is essentially its random
+# initialisation, which no run means to use.
+MIN_PARTIAL_LOAD_SHARE = 0.5
 
 
 def load_state_checked(net, state, source, target=None, strict=True):
@@ -125,19 +144,62 @@ def load_state_checked(net, state, source, target=None, strict=True):
         source (str): Where the weights come from, for the message (a path, an option key).
         target (str | None): What ``net`` is, for the message (default: its class name).
         strict (bool): A mismatch raises CheckpointMismatchError (an OptionError and a RuntimeError)
-            listing missing / unexpected / mismatched keys;
-            with False the matching keys are loaded and the list is logged as a warning.
+            listing missing / unexpected / mismatched keys. With False the matching keys are loaded
+            and the skipped ones are logged as a warning; a load that fills less than
+            :data:`MIN_PARTIAL_LOAD_SHARE` of the network's parameters (none at all, e.g. a
+            checkpoint of another width) is still a CheckpointMismatchError, naming both shapes.
+
+    Returns:
+        dict: :func:`partial_load_report` of what was loaded.
     """
+    target = target or net.__class__.__name__
     mismatch = describe_state_dict_mismatch(net, state)
+    own = net.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    report = partial_load_report(net, fitting)
     if mismatch:
-        msg = f'{source} does not fit {target or net.__class__.__name__}:\n{mismatch}'
+        msg = f'{source} does not fit {target}:\n{mismatch}'
         if strict:
             raise CheckpointMismatchError(msg)
+        if report['share'] < MIN_PARTIAL_LOAD_SHARE:
+            raise CheckpointMismatchError(
+                f'{source} fills only {report["loaded"]} of the {report["total"]} parameter tensors of {target} '
+                f'({report["share"]:.1%} of its parameters; a non-strict load needs {MIN_PARTIAL_LOAD_SHARE:.0%}): '
+                f'{first_mismatch(own, state)}')
         from basicsr.utils import get_root_logger
-        get_root_logger().warning(msg + '\nLoading the matching keys only (non-strict load).')
-        own = net.state_dict()
-        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        skipped = sorted(set(own) - set(fitting))
+        unused = len(set(state) - set(fitting))
+        get_root_logger().warning(
+            f'{msg}\nNon-strict load: {report["loaded"]} of {report["total"]} parameter tensors of {target} loaded '
+            f'({report["share"]:.1%} of its parameters); left as initialised: {", ".join(skipped) or "none"}; '
+            f'{unused} tensor(s) of the file unused.')
+        state = fitting
     net.load_state_dict(state, strict=strict)
+    return report
+
+
+def partial_load_report(net, fitting):
+    """How much of ``net``'s parameters the tensors in ``fitting`` (names and shapes that match) fill.
+
+    Returns:
+        dict: ``loaded`` / ``total`` parameter tensors and ``share``, the fraction of parameter values.
+    """
+    params = dict(net.named_parameters())
+    loaded = [k for k in fitting if k in params]
+    return dict(loaded=len(loaded), total=len(params),
+                share=sum(params[k].numel() for k in loaded) / max(sum(p.numel() for p in params.values()), 1))
+
+
+def first_mismatch(own, state):
+    """The first way ``state`` does not fit a network's ``own`` state dict, as one phrase (both shapes)."""
+    for key in own:
+        if key in state and tuple(own[key].shape) != tuple(state[key].shape):
+            return f'{key}: network {tuple(own[key].shape)} vs file {tuple(state[key].shape)}'
+    missing = [k for k in own if k not in state]
+    if len(missing) == len(own):
+        return (f'no tensor name in common (network: {", ".join(list(own)[:3])}, ...; '
+                f'file: {", ".join(list(state)[:3]) or "none"}, ...)')
+    return f'{len(missing)} tensors of the network are not in the file ({", ".join(missing[:3])}, ...)'
 
 
 def describe_state_dict_mismatch(net, state):
@@ -300,7 +362,10 @@ def _own_rank_entry(resume_state, key, rank, world_size, what):
 
 
 def resume_training(self, resume_state):
-    """BasicSR's ``resume_training`` with clear count errors, then this rank's RNG states and extras."""
+    """BasicSR's ``resume_training`` with clear count errors, then this rank's RNG states and extras.
+
+    Without exact resume (basicsr_fixes, fix 6) the log says that the interrupted epoch restarts.
+    """
     for what, have in (('optimizers', self.optimizers), ('schedulers', self.schedulers)):
         if len(resume_state[what]) != len(have):
             raise ResumeMismatchError(f'The training state has {len(resume_state[what])} {what} but the options '
@@ -313,6 +378,12 @@ def resume_training(self, resume_state):
     rng = _own_rank_entry(resume_state, 'rng', rank, world_size, 'RNG states')
     if EXACT_RESUME['enabled'] and rng is not None:
         set_rng_state(rng)
+    if not EXACT_RESUME['enabled']:
+        from basicsr.utils import get_root_logger
+        get_root_logger().info(
+            f'Resume: exact resume is off (BasicSR\'s own train_pipeline without mixprior-train, or '
+            f'exact_resume: false): the interrupted epoch {resume_state["epoch"]} restarts from its first batch, as '
+            'in BasicSR, so the run will not end with the weights of an uninterrupted one.')
     restore = getattr(self, 'restore_training_state_extras', None)
     extras = _own_rank_entry(resume_state, 'extras', rank, world_size, 'model extras') \
         if 'extras' in resume_state else None
@@ -324,19 +395,22 @@ def load_network(self, net, load_path, strict=True, param_key='params'):
     """BasicSR's ``load_network``: weights_only, and a readable list of what does not fit.
 
     A ``.safetensors`` student written by mixprior-export loads too (its weights in BasicSR's layout).
+    Testing (``is_train`` false) loads strictly unless mixprior-test was told ``--non-strict``
+    (``basicsr_fixes.normalise_test_options``); the error then says so.
     """
     from basicsr.utils import get_root_logger
     net = self.get_bare_model(net)
+    target = f'{net.__class__.__name__} as built from the options (a checkpoint of another arch or size?' + \
+        (')' if self.opt.get('is_train', True) else '; a test loads strictly: mixprior-test --non-strict evaluates '
+         'a partial load)')
     if str(load_path).endswith('.safetensors'):
         from mixprior_plugin.export import state_for_checkpoint
         get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}.')
-        load_state_checked(net, state_for_checkpoint(str(load_path), None), load_path,
-                           f'{net.__class__.__name__} as built from the options', strict)
+        load_state_checked(net, state_for_checkpoint(str(load_path), None), load_path, target, strict)
         return
     state, used = extract_state_dict(load_checkpoint(load_path), param_key, load_path)
     get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{used}].')
-    load_state_checked(net, state, f'{load_path} [{used}]', f'{net.__class__.__name__} as built from the options '
-                       '(a checkpoint of another arch or size?)', strict)
+    load_state_checked(net, state, f'{load_path} [{used}]', target, strict)
 
 
 class CheckpointMixin:

@@ -43,6 +43,13 @@ VIDEO_TYPES = {  # type: meta_info_file required
     'VideoRecurrentTestDataset': False
 }
 MAX_LISTED = 5  # files named in one message
+# Arch arguments that are widths, counts or sizes in BasicSR's archs: 0 (or less) builds a network
+# that fails only at its first forward, deep inside a convolution.
+POSITIVE_ARCH_KEYS = ('num_in_ch', 'num_out_ch', 'num_feat', 'num_grow_ch', 'in_chans', 'embed_dim', 'num_heads',
+                      'upscale', 'window_size', 'img_size', 'patch_size', 'squeeze_factor')
+# What the training dataset types of BasicSR yield, when not both LR and HR.
+LR_ONLY_DATASETS = ('SingleImageDataset', )
+HR_ONLY_DATASETS = ('FFHQDataset', 'RealESRGANDataset')
 
 
 def _is_number(value):
@@ -156,22 +163,24 @@ def _check_mixer(opt):
     _require(mixer, 'ae_warmup_iters', _non_negative_int, 'an integer >= 0', 'mixer.')
 
 
-def _check_teacher_key(opt):
-    """An explicit ``path.teacher_param_key`` must exist in the teacher checkpoint (no silent fallback)."""
+def _check_param_key(opt, key_option, weights_option):
+    """An explicit ``path.<key_option>`` must exist in ``path.<weights_option>`` (no silent fallback to 'params')."""
+    from mixprior_plugin.utils.checkpoint import missing_key_error
     path = opt.get('path') or {}
-    key, weights = path.get('teacher_param_key'), path.get('pretrain_network_t')
+    key, weights = path.get(key_option), path.get(weights_option)
     if key is None or not isinstance(weights, str) or not os.path.isfile(os.path.expanduser(weights)):
         return
     if not isinstance(key, str):
-        raise OptionError(f'Option path.teacher_param_key must be a string, got {key!r}')
+        raise OptionError(f'Option path.{key_option} must be a string, got {key!r}')
+    if weights.endswith('.safetensors'):  # one state dict, no keys to choose from
+        return
     import torch
     try:  # memory-mapped: reads the keys, not the weights
         ckpt = torch.load(os.path.expanduser(weights), map_location='cpu', weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001  (the teacher loader reports unreadable files with the file name)
+    except Exception:  # noqa: BLE001  (the loader reports unreadable files with the file name)
         return
     if isinstance(ckpt, dict) and key not in ckpt and not any(hasattr(v, 'shape') for v in ckpt.values()):
-        raise OptionError(f'Option path.teacher_param_key={key!r} is not in {weights} '
-                          f'(keys: {", ".join(sorted(ckpt))})')
+        raise missing_key_error(f'path.{key_option}', key, weights, ckpt)
 
 
 def validate_options(opt):
@@ -201,9 +210,16 @@ def validate_options(opt):
             if not isinstance(net, dict):
                 raise OptionError(f'Option {key} must be a mapping with a type')
             _registered(ARCH_REGISTRY, 'arch', net.get('type'), f'{key}.type')
+            for arg in POSITIVE_ARCH_KEYS:
+                values = net.get(arg) if isinstance(net.get(arg), (list, tuple)) else [net.get(arg)]
+                if any(v is not None and not _positive_int(v) for v in values):
+                    raise OptionError(f'Option {key}.{arg} must be a positive integer (or a list of them), got '
+                                      f'{net[arg]!r}: the network would fail at its first forward')
             if 'upscale' in net and opt.get('scale') is not None and net['upscale'] != opt['scale']:
                 raise OptionError(f'Option {key}.upscale={net["upscale"]} differs from scale={opt["scale"]}')
     validate_dataset_options(opt)
+    if opt.get('is_train'):
+        _check_training_data_fits_model(opt, model_cls)
     train = opt.get('train')
     if opt.get('is_train') and isinstance(train, dict):
         _require(train, 'total_iter', lambda v: _is_number(v) and v > 0, 'a positive number', 'train.')
@@ -229,6 +245,36 @@ def validate_options(opt):
         _check_mixer(opt)
         model_cls.check_options(opt, check_files=False)
     return opt
+
+
+def synthesises_lr(model_cls, opt):
+    """Whether a model makes its LR inputs from HR images itself (BasicSR's Real-ESRNet/Real-ESRGAN models).
+
+    A model class may say so with a ``SYNTHESISES_LQ`` attribute.
+    """
+    declared = getattr(model_cls, 'SYNTHESISES_LQ', None)
+    if declared is not None:
+        return bool(declared)
+    from basicsr.models.realesrgan_model import RealESRGANModel
+    from basicsr.models.realesrnet_model import RealESRNetModel
+    return issubclass(model_cls, (RealESRNetModel, RealESRGANModel)) and opt.get('high_order_degradation', True)
+
+
+def _check_training_data_fits_model(opt, model_cls):
+    """An SR model trains on LR/HR pairs: a training set of LR or HR images alone fails at its first step."""
+    from basicsr.models.sr_model import SRModel
+    train = (opt.get('datasets') or {}).get('train')
+    if not (isinstance(model_cls, type) and issubclass(model_cls, SRModel) and isinstance(train, dict)):
+        return
+    dataset_type = train.get('type')
+    if dataset_type in LR_ONLY_DATASETS:
+        raise OptionError(f'Option datasets.train.type={dataset_type} gives LR images only, but '
+                          f'model_type={opt.get("model_type")} trains on LR/HR pairs: use PairedImageDataset '
+                          '(dataroot_gt and dataroot_lq)')
+    if dataset_type in HR_ONLY_DATASETS and not synthesises_lr(model_cls, opt):
+        raise OptionError(f'Option datasets.train.type={dataset_type} gives HR images only (Real-ESRGAN\'s models '
+                          f'synthesise the LR), but model_type={opt.get("model_type")} reads LR/HR pairs: use '
+                          'PairedImageDataset (dataroot_gt and dataroot_lq)')
 
 
 def _check_test_weights(opt, model_cls):
@@ -460,7 +506,9 @@ def validate_files(opt):
             if not isinstance(value, str) or not os.path.isfile(os.path.expanduser(value)):
                 raise OptionError(f'Option path.{key}: file not found: {value}')
     if opt.get('is_train'):
-        _check_teacher_key(opt)
+        _check_param_key(opt, 'teacher_param_key', 'pretrain_network_t')
+    else:  # a test evaluates these weights: a misspelt key must not fall back to 'params'
+        _check_param_key(opt, 'param_key_g', 'pretrain_network_g')
     for phase, ds in (opt.get('datasets') or {}).items():
         prefix = f'datasets.{phase}.'
         dataset_type = ds.get('type')
