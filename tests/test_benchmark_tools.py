@@ -178,6 +178,7 @@ def test_benchmark_converged_profile_selects_on_unreported_seeds_and_keeps_curve
     assert next(r for r in result['runs'] if r['method'] == 'Scratch')['extra_weights'] is None
     md = open(out / 'results.md').read()
     assert 'Plateau: scratch' in md and 'Weight selection (validation split, selection seeds [100, 101]' in md
+    assert '## Which method?' in md and md.index('## Which method?') < md.index('## depth compression')
     assert 'Variants on the selection seeds' in md and 'Verdicts:' in md and '- depth: MiPKD' in md
     assert open(out / 'curves_depth.png', 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
     # the mixers of a committed run can be inspected from its record alone

@@ -172,11 +172,19 @@ def report(out):
     return text
 
 
-def paired_verdict(name_a, name_b, diffs, sets):
-    """One line comparing A with B per set from paired per-seed differences (``diffs``: set -> A - B per seed).
+def paired_outcome(diffs, sets):
+    """Per set, whether A is above or below B or unresolved, from paired per-seed differences.
 
     A set is resolved when the mean difference exceeds two paired standard deviations (with at least two
     seeds); otherwise the difference is within the seed spread and called unresolved, not a win.
+
+    Args:
+        diffs (dict): set -> A - B per seed.
+        sets (list[str]): Sets in order.
+
+    Returns:
+        dict: ``overall`` ('higher on every set', 'lower on every set', 'unresolved' or 'mixed'), ``groups``
+        ('higher' / 'lower' / 'unresolved' -> ['<set> <mean> ± <std>']), ``seeds``.
     """
     seeds = len(next(iter(diffs.values())))
     groups = {'higher': [], 'lower': [], 'unresolved': []}
@@ -186,16 +194,26 @@ def paired_verdict(name_a, name_b, diffs, sets):
         groups[word].append(f'{s} {mean:+.3f} ± {std:.3f}')
     n = len(sets)
     if len(groups['higher']) == n:
-        head = f'{name_a} > {name_b} on every set'
+        overall = 'higher on every set'
     elif len(groups['lower']) == n:
-        head = f'{name_a} < {name_b} on every set'
+        overall = 'lower on every set'
     elif not groups['higher'] and not groups['lower']:
-        head = f'{name_a} vs {name_b}: unresolved'
+        overall = 'unresolved'
     else:
-        head = f'{name_a} vs {name_b}: mixed'
-    body = '; '.join(f'{word} on {len(v)}/{n} ({", ".join(v)})' for word, v in groups.items() if v)
+        overall = 'mixed'
+    return dict(overall=overall, groups=groups, seeds=seeds)
+
+
+def paired_verdict(name_a, name_b, diffs, sets):
+    """One line comparing A with B per set (see :func:`paired_outcome`), with the per-seed differences."""
+    outcome = paired_outcome(diffs, sets)
+    head = {'higher on every set': f'{name_a} > {name_b} on every set',
+            'lower on every set': f'{name_a} < {name_b} on every set'}.get(
+                outcome['overall'], f'{name_a} vs {name_b}: {outcome["overall"]}')
+    n = len(sets)
+    body = '; '.join(f'{word} on {len(v)}/{n} ({", ".join(v)})' for word, v in outcome['groups'].items() if v)
     per_seed = ', '.join(f'{s} ' + ' '.join(f'{d:+.3f}' for d in diffs[s]) for s in sets)
-    return f'{head} ({seeds} seeds, mean ± paired std): {body}; per seed: {per_seed}'
+    return f'{head} ({outcome["seeds"]} seeds, mean ± paired std): {body}; per seed: {per_seed}'
 
 
 def report_selection(out, meta):
@@ -231,7 +249,8 @@ def report_selection(out, meta):
                      if rise else '') + '). Bicubic / teacher PSNR: ' + ', '.join(
                       f'{s} {ref["bicubic"][s]["psnr"]:.2f} / {teacher["sets"][s]["psnr"]:.2f}' for s in sets)]
     summary = dict(settings={}, verdicts=[], selection={}, variants={})
-    deltas_for_plot = {}
+    deltas_for_plot, which = {}, []
+    header_end = len(lines)
     order = list(PROFILES.get(meta.get('profile'), {}).get('settings', ())) + list(meta.get('settings', []))
     with_records = {k[0] for k in runs} | {r['setting'] for r in sweep + variants}
     settings = [st for i, st in enumerate(order) if st not in order[:i] and st in with_records]
@@ -366,11 +385,15 @@ def report_selection(out, meta):
                                                            paired[method][base], sets)
                     lines.append(f'- {line}')
                     summary['verdicts'].append(line)
+            which.append(which_row(setting, method, rows[method], paired[method], sets, step))
         curves = {LABELS.get(m, m): [rows[m][k].get('curve') or [] for k in sorted(rows[m])] for m in METHODS
                   if m in rows}
         plot_curves(curves, f'{setting} compression: validation PSNR of the EMA student, mean over the reported seeds',
                     os.path.join(out, f'curves_{setting}.png'))
         lines += ['', f'Learning curves: curves_{setting}.png.']
+    if which:
+        lines[header_end:header_end] = which_table(which, sets)
+        summary['which_method'] = which
     if step:
         lines += ['', f'Step times: {step.get("note", "")}']
     text = '\n'.join(lines) + '\n'
@@ -380,6 +403,34 @@ def report_selection(out, meta):
                     step_times=step), os.path.join(out, 'results.json'))
     plot(deltas_for_plot, sets, settings, os.path.join(out, 'paired_deltas.png'))
     return text
+
+
+def which_row(setting, method, records, paired, sets, step):
+    """One line of the "which method?" table: weight, mean paired gain over scratch per set, the verdicts
+    against scratch and MiPKD, and the step time relative to Logits-KD."""
+    weight = next(iter(records.values())).get('feature_weight')
+    row = dict(setting=setting, method=method, seeds=len(records), weight=weight,
+               gain={s: mean_std(paired['Scratch'][s])[0] for s in sets} if 'Scratch' in paired else None)
+    for base in ('Scratch', 'MiPKD'):
+        if base in paired:
+            row[f'vs_{base}'] = paired_outcome(paired[base], sets)['overall']
+    if step and setting in step and method in step[setting] and 'LogitsKD' in step[setting]:
+        row['cost'] = step[setting][method]['ms'] / step[setting]['LogitsKD']['ms']
+    return row
+
+
+def which_table(rows, sets):
+    """The report's opening table: per setting and method, what it gains over scratch and how it compares."""
+    lines = ['## Which method? (reported seeds; gains are mean paired differences to scratch, dB)', '',
+             '| setting | method | weight | ' + ' / '.join(sets) + ' | vs scratch | vs MiPKD | step / Logits-KD |',
+             '|---|---|---|---|---|---|---|']
+    for r in rows:
+        gain = ' / '.join(f'{r["gain"][s]:+.3f}' for s in sets) if r['gain'] else '-'
+        weight = '-' if r['weight'] is None else f'{r["weight"]:g}'
+        cost = f'{r["cost"]:.2f}' if 'cost' in r else '-'
+        lines.append(f'| {r["setting"]} | {LABELS.get(r["method"], r["method"])} ({r["seeds"]} seeds) | {weight} | '
+                     f'{gain} | {r.get("vs_Scratch", "-")} | {r.get("vs_MiPKD", "-")} | {cost} |')
+    return lines + ['']
 
 
 def plot(deltas, sets, settings, path):
