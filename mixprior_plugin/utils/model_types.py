@@ -46,10 +46,13 @@ def present(opt, keys):
 
 
 def basicsr_base(model_cls):
-    """The name of the BasicSR model type ``model_cls`` extends (a key of COUNTERPARTS), or None."""
+    """The BasicSR model type ``model_cls`` is or extends, when it has a counterpart (a key of COUNTERPARTS), or None.
+
+    The nearest BasicSR class counts: EDVRModel (an SRModel subclass) has none.
+    """
     for cls in model_cls.__mro__:
-        if cls.__module__.startswith('basicsr.') and cls.__name__ in COUNTERPARTS:
-            return cls.__name__
+        if cls.__module__.startswith('basicsr.'):
+            return cls.__name__ if cls.__name__ in COUNTERPARTS else None
     return None
 
 

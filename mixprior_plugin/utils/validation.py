@@ -186,8 +186,8 @@ def validate_options(opt):
     if 'model_type' in opt:
         _registered(MODEL_REGISTRY, 'model', opt['model_type'], 'model_type')
         model_cls = registry_lookup(MODEL_REGISTRY, opt['model_type'])
-    _check_sections(opt, model_cls)
     check_model_type(opt, model_cls)  # teacher, GAN and data-set keys the model type would never use
+    _check_sections(opt, model_cls)
     _require(opt, 'scale', _positive_int, 'a positive integer')
     _require(opt, 'num_gpu', lambda v: v == 'auto' or _non_negative_int(v), "an integer >= 0 or 'auto'")
     _require(opt, 'manual_seed', lambda v: isinstance(v, int) and not isinstance(v, bool), 'an integer')
