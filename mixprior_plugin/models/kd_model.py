@@ -514,8 +514,9 @@ class KDModel(CheckpointMixin, SRModel):
         super().save(epoch, current_iter)  # net_g (+ema), then the training state last
 
     def training_state_extras(self):
-        """The fp16 gradient scaler's state (``train.amp: fp16``), so a resumed run keeps its scale."""
-        extras = dict(getattr(super(), 'training_state_extras', dict)())  # a base model's own, if any
+        """The fp16 gradient scaler's state (``train.amp: fp16``), so a resumed run keeps its scale, beside a
+        base model's own extras (the real-world models' pair pool)."""
+        extras = dict(getattr(super(), 'training_state_extras', dict)())
         scaler = getattr(self, 'grad_scaler', None)
         if scaler is not None:
             extras['grad_scaler'] = scaler.state_dict()
