@@ -668,3 +668,19 @@ def test_retrofit_doc_diffs_apply_to_basicsrs_files_and_pass_the_checks():
         adapter_g.check_matches_forward()
         if net_g.__class__.__name__ == 'SRVGGNetCompact':
             assert (adapter_t.stage_ends, adapter_g.stage_ends) == ([6, 12, 17, 23], [8, 16, 24, 32])
+
+
+def test_inspect_stages_shows_rrdbnet_and_compact_points(hr_data, tmp_path):
+    """tools/inspect_stages.py on a real-world MiPKD file: RRDBNet's generic adapter records no head feature."""
+    import importlib.util
+
+    from helpers import write_yaml
+    spec = importlib.util.spec_from_file_location('inspect_stages', os.path.join(REPO, 'tools', 'inspect_stages.py'))
+    inspect_stages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(inspect_stages)
+    opt = model_opt('RealESRNetMiPKDModel', hr_data)
+    opt_file = write_yaml(str(tmp_path / 'rw.yml'), {k: v for k, v in opt.items() if k != 'is_train'})
+    info = inspect_stages.main(['-opt', opt_file, '--lr-size', '16'])
+    assert info['teacher']['adapter'] == 'GenericBodyAdapter' and info['teacher']['head_shape'] is None
+    assert info['student']['adapter'] == 'SRVGGNetCompactAdapter' and info['student']['head_shape'] == [1, 8, 16, 16]
+    assert [s['blocks'] for s in info['student']['stages']] == [[1, 2], [3, 4]]
