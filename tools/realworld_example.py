@@ -154,8 +154,6 @@ def crops_figure(kept, labels, path):
     """One row per crop: LR (nearest), each method, HR; labels on top (uint8 BGR, written as PNG)."""
     import cv2
     import numpy as np
-
-    from mixprior_plugin.utils.image_io import write_image
     zoom, pad, head = 2, 4, 22
     tile = CROP_SIZE * zoom
     columns = ['LR'] + labels + ['HR']
@@ -175,7 +173,9 @@ def crops_figure(kept, labels, path):
     for i, col in enumerate(columns):
         cv2.putText(header, col, (i * (tile + pad) + 4, head - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1,
                     cv2.LINE_AA)
-    write_image(path, np.concatenate([header, grid], axis=0))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if not cv2.imwrite(path, np.concatenate([header, grid], axis=0), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+        raise OSError(f'Cannot write image {path}')
 
 
 def markdown(results, times):
