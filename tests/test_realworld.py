@@ -684,3 +684,30 @@ def test_inspect_stages_shows_rrdbnet_and_compact_points(hr_data, tmp_path):
     assert info['teacher']['adapter'] == 'GenericBodyAdapter' and info['teacher']['head_shape'] is None
     assert info['student']['adapter'] == 'SRVGGNetCompactAdapter' and info['student']['head_shape'] == [1, 8, 16, 16]
     assert [s['blocks'] for s in info['student']['stages']] == [[1, 2], [3, 4]]
+
+
+def test_realworld_example_data_step(tmp_path):
+    """tools/realworld_example.py's data step: the training list RealESRGANDataset reads, and test LR made once
+    with BasicSR's numpy degradations (its JPEG through the OpenCV 5 fix), the same for the same seed."""
+    import importlib.util
+
+    import cv2
+    spec = importlib.util.spec_from_file_location('realworld_example', os.path.join(REPO, 'tools',
+                                                                                    'realworld_example.py'))
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    root = tmp_path / 'root'
+    for name, size in (('T91', 40), ('BSD200', 50), ('Set5', 66), ('Set14', 70)):
+        make_paired_folder(str(root / name), SCALE, num=2, size=size, seed=size)
+    example.make_data(str(root), str(tmp_path / 'work'))
+    data = tmp_path / 'work' / 'datasets'
+    listed = (data / 'meta_info_T91_BSD200.txt').read_text().split()
+    assert listed == ['T91/HR/img000.png', 'T91/HR/img001.png', 'BSD200/HR/img000.png', 'BSD200/HR/img001.png']
+    assert all((data / p).is_file() for p in listed)
+    hr = cv2.imread(str(data / 'Set14_realworld_x4' / 'HR' / 'img001.png'))
+    lr = cv2.imread(str(data / 'Set14_realworld_x4' / 'LR' / 'img001.png'))
+    assert hr.shape == (68, 68, 3) and lr.shape == (17, 17, 3)
+    assert np.array_equal(example.degrade(hr, 1003), lr)  # Set5's two images come first: seed 1000 + 3
+    assert not np.array_equal(example.degrade(hr, 1004), lr)
+    # BasicSR draws the kernel type from Python's generator, its shape from NumPy's: both are seeded
+    assert all(np.array_equal(example.degrade(hr, s), example.degrade(hr, s)) for s in range(6))

@@ -20,7 +20,7 @@ Usage::
   its LR is a blur with a random kernel of Real-ESRGAN's kernel family (BasicSR's
   ``random_mixed_kernels``), a bicubic x4 downscale, Gaussian noise (sigma 1-15) and JPEG (quality
   50-90; BasicSR's ``random_add_jpg_compression``, which needs the plugin's OpenCV 5 fix), drawn
-  from seed 1000 + the image's index.
+  from seed 1000 + the image's index (Python's and NumPy's generators).
 * ``train``: ``mixprior-train`` on each option file, in ``WORK`` (teacher first).
 * ``eval``: every network and bicubic on the degraded sets; ``results.json``, ``results.md`` and
   ``crops.png`` (crops of three test images) under ``--out``.
@@ -47,13 +47,19 @@ CROP_SIZE = 96
 
 
 def degrade(hr, seed):
-    """The LR of a test image: random kernel blur, bicubic x4 down, Gaussian noise, JPEG (uint8 BGR in and out)."""
+    """The LR of a test image: random kernel blur, bicubic x4 down, Gaussian noise, JPEG (uint8 BGR in and out).
+
+    Python's and NumPy's generators are both seeded with ``seed`` (BasicSR's kernel functions draw from both).
+    """
+    import random
+
     import cv2
     import numpy as np
 
     from basicsr.data.degradations import random_add_gaussian_noise, random_add_jpg_compression, random_mixed_kernels
 
     from mixprior_plugin.models.synthesis import KERNELS
+    random.seed(seed)
     np.random.seed(seed)
     kernel = random_mixed_kernels(KERNELS['kernel_list'], KERNELS['kernel_prob'], 21, KERNELS['blur_sigma'],
                                   KERNELS['blur_sigma'], [-math.pi, math.pi], KERNELS['betag_range'],
