@@ -7,7 +7,8 @@ What ``import mixprior_plugin`` changes in BasicSR (so that a project's own trai
    training state to the CPU, where BasicSR's calls ``torch.cuda.current_device()`` and crashes;
    and before BasicSR's ``check_resume`` repoints every ``network_*`` to ``net_<x>_<iter>.pth`` it
    lists the teacher in ``path.ignore_resume_networks``, so the teacher keeps its weights file.
-   With CUDA and no teacher it is BasicSR's function unchanged.
+   It first refuses keys that the model type would never use (a teacher under SRModel, GAN keys
+   under KDModel, ...: ``utils/model_types.py``); with CUDA it then runs BasicSR's function.
 
 The model-level behaviour (atomic saves with BasicSR's retries, strict weights-only loads, every
 rank's RNG states and the model's extras in training states) is :class:`CheckpointMixin` on the
@@ -29,7 +30,9 @@ replacing one BasicSR function in the module namespace where ``train_pipeline`` 
    the files they name are validated before anything is built or created (types, ranges,
    registered names, paths, data layouts, LR/HR sizes; utils/validation.py).
 4. ``build_model``: the model class gets :class:`CheckpointMixin` (BasicSR's own models too, for
-   this run only) and a ``model_to_device`` that wraps DDP on CPU (``device_ids=None``).
+   this run only) and a ``model_to_device`` that wraps DDP on CPU (``device_ids=None``); BasicSR's
+   RealESRNetModel and RealESRGANModel also get their degradation synthesis on the model's device
+   (``models/synthesis.py``: BasicSR's ``.cuda()`` calls fail without CUDA).
 5. ``yaml_load``: BasicSR uses PyYAML's full loader; ours is the safe loader and names the
    file and line of a syntax error or a duplicate key.
 6. Exact resume, on for the plugin's models and off for BasicSR's (``exact_resume: true|false``
@@ -51,6 +54,8 @@ replacing one BasicSR function in the module namespace where ``train_pipeline`` 
    (``strict_load_g: false`` in a training file is ignored, with a notice), an explicit
    ``path.param_key_g`` must be in the checkpoint, and a training option file's training set is
    skipped (only its val/test sets are evaluated), with a notice.
+11. ``basicsr.data.degradations.add_jpg_compression`` passes its (float) quality to OpenCV, which
+   OpenCV 5 refuses; the quality is rounded to an integer first (:func:`fix_jpg_quality`).
 """
 import os
 import sys
@@ -309,10 +314,12 @@ def with_fixes(model_cls):
     The plugin's models already have :class:`CheckpointMixin` and their own ``model_to_device``:
     they are returned as they are.
     """
+    from mixprior_plugin.models.synthesis import SynthesisOnDevice, synthesis_bases
     if issubclass(model_cls, CheckpointMixin):
         return model_cls
     if model_cls not in _WITH_FIXES:
-        _WITH_FIXES[model_cls] = type(model_cls.__name__, (EntryPointModelMixin, model_cls),
+        device_fix = (SynthesisOnDevice, ) if model_cls in synthesis_bases() else ()
+        _WITH_FIXES[model_cls] = type(model_cls.__name__, (EntryPointModelMixin, *device_fix, model_cls),
                                       {'__module__': model_cls.__module__, '__doc__': model_cls.__doc__})
     return _WITH_FIXES[model_cls]
 
@@ -470,13 +477,38 @@ def wrap_message_logger(original):
 def portable_load_resume_state(opt):
     """Fix 0: BasicSR's ``load_resume_state`` where there is CUDA, else ours (which maps to the CPU).
 
-    The teacher is first listed in ``path.ignore_resume_networks``, so that ``check_resume`` keeps its path.
+    The teacher is first listed in ``path.ignore_resume_networks``, so that ``check_resume`` keeps its path,
+    and keys the model type would never use are refused (``utils/model_types.py``: a teacher under
+    SRModel, ...); train_pipeline calls this first thing after parsing the options.
     """
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    from mixprior_plugin.utils.model_types import check_model_type
     from mixprior_plugin.utils.options import normalise_teacher_aliases
+    from mixprior_plugin.utils.validation import registry_lookup
     normalise_teacher_aliases(opt)
+    check_model_type(opt, registry_lookup(MODEL_REGISTRY, opt.get('model_type')))
     if cuda_available():
         return ORIGINALS['load_resume_state'](opt)
     return load_resume_state(opt)
+
+
+def fix_jpg_quality():
+    """Fix 9 (idempotent): BasicSR's ``add_jpg_compression`` with an integer JPEG quality (OpenCV 5 needs one).
+
+    ``random_add_jpg_compression`` draws a float quality and looks ``add_jpg_compression`` up in its
+    module at call time, so replacing the module's function fixes both.
+    """
+    from basicsr.data import degradations
+    if 'add_jpg_compression' in ORIGINALS:
+        return
+    original = ORIGINALS['add_jpg_compression'] = degradations.add_jpg_compression
+
+    def add_jpg_compression(img, quality=90):
+        return original(img, int(round(float(quality))))
+
+    add_jpg_compression.__doc__ = original.__doc__
+    degradations.add_jpg_compression = add_jpg_compression
 
 
 def install_on_import():
@@ -489,7 +521,7 @@ def install_on_import():
 
 
 def apply():
-    """Apply fixes 1-10 (idempotent). Called by mixprior-train / mixprior-test."""
+    """Apply fixes 1-11 (idempotent). Called by mixprior-train / mixprior-test."""
     global _APPLIED
     if _APPLIED:
         return
@@ -520,4 +552,5 @@ def apply():
     train_mod.MessageLogger = wrap_message_logger(train_mod.MessageLogger)
     test_mod.build_dataloader = wrap_build_dataloader(test_mod.build_dataloader)
     PairedImageDataset.__getitem__ = checked_getitem(PairedImageDataset.__getitem__)
+    fix_jpg_quality()
     _APPLIED = True

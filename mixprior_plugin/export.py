@@ -669,6 +669,9 @@ def export_student(opt_path, ckpt_path, out, formats=None, key=None, rcan_layout
     num_params = sum(p.numel() for p in net.parameters())
     log(f'Student {arch["type"]} x{scale} from {ckpt_path} [{used}]: {num_params:,d} parameters'
         + (f' ({len(dropped)} non-student entries dropped)' if dropped else ''))
+    if arch['type'] == 'SRVGGNetCompact' and arch.get('act_type', 'prelu') != 'prelu':
+        log(f'  note: act_type {arch["act_type"]!r}: spandrel (chaiNNer, ComfyUI) builds SRVGGNetCompact with PReLU '
+            'only, so it cannot load this student; BasicSR, the .safetensors and the .onnx files are exact')
 
     files = output_paths(out, formats)
     notes = {}

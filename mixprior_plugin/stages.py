@@ -13,9 +13,9 @@ SwinIR: RSTB). A *stage* is a run of consecutive blocks; ``stage_ends`` lists, f
 stage always ends at the last block. Features at boundaries are maps ``(N, C, H, W)`` at LR size;
 SwinIR's tokens ``(N, H*W, C)`` are reshaped.
 
-:func:`build_adapter` picks the adapter from the arch's class (EDSR, RCAN, SwinIR) or from an
-explicit ``distill.adapter_t`` / ``distill.adapter_g`` dict (``type: SequentialBodyAdapter``, with
-module paths) for any other arch whose body is a sequence of blocks. Each adapter's staged forward
+:func:`build_adapter` picks the adapter from the arch's class (EDSR, RCAN, SwinIR, SRVGGNetCompact) or
+from an explicit ``distill.adapter_t`` / ``distill.adapter_g`` dict (``type: SequentialBodyAdapter``,
+with module paths) for any other arch whose body is a sequence of blocks. Each adapter's staged forward
 is checked against the network's own forward (:meth:`StageAdapter.check_matches_forward`).
 """
 from functools import reduce
@@ -321,6 +321,53 @@ class SwinIRAdapter(StageAdapter):
         super().check_matches_forward(lq_size=lq_size or 2 * self.window_size, atol=atol)
 
 
+class SRVGGNetCompactAdapter(StageAdapter):
+    """BasicSR's SRVGGNetCompact (Real-ESRGAN's compact arch): a flat ``body`` of conv/activation pairs.
+
+    ``body`` is ``[conv_first, act, (conv, act) x num_conv, conv_last]`` and the forward runs it
+    element by element, pixel-shuffles, and adds the nearest-upsampled input. Here the head is
+    ``conv_first`` + its activation, a *block* is one ``(conv, act)`` pair of the body (``num_conv``
+    blocks), and the tail is ``conv_last``, the pixel shuffle and the upsampled input (which
+    ``run_tail`` reads from ``ctx['lq']``). Stage features are the activation outputs that end each
+    stage, recorded by hooks on those activation modules.
+    """
+
+    @property
+    def blocks(self):
+        body = self.net.body
+        return [(body[2 + 2 * i], body[3 + 2 * i]) for i in range(self.net.num_conv)]
+
+    @property
+    def boundary_modules(self):
+        return [self.blocks[e - 1][1] for e in self.stage_ends]
+
+    @property
+    def head_module(self):
+        return self.net.body[1]
+
+    @property
+    def channels(self):
+        return self.net.num_feat
+
+    @property
+    def in_channels(self):
+        return self.net.num_in_ch
+
+    def run_head(self, x):
+        return self.net.body[1](self.net.body[0](x)), dict(lq=x)
+
+    def run_blocks(self, feat, start, end, ctx):
+        for conv, act in self.blocks[start:end]:
+            feat = act(conv(feat))
+        return feat
+
+    def run_tail(self, feat, head_feat, ctx):
+        if 'lq' not in ctx:
+            raise ValueError('SRVGGNetCompactAdapter.run_tail needs the LR input in ctx["lq"]')
+        out = self.net.upsampler(self.net.body[-1](feat))
+        return out + F.interpolate(ctx['lq'], scale_factor=self.net.upscale, mode='nearest')
+
+
 class _StopForward(Exception):
     """Raised by :class:`_BodyCapture` to end a forward pass once the body's input is known."""
 
@@ -419,6 +466,11 @@ class GenericBodyAdapter(StageAdapter):
             self._swapped_forward(x, capture)
         except _StopForward:
             return capture.captured, dict(lq=x)
+        except TypeError as err:  # e.g. len(self.body) or self.body[i] on the stand-in
+            raise OptionError(f'{self.key}: {self.net.__class__.__name__}.forward does not call '
+                              f'{self._blocks_path} once as a whole ({err}), so GenericBodyAdapter cannot run it; '
+                              'use an adapter written for the arch (SRVGGNetCompact has one, picked when '
+                              'distill.adapter_* is not set)') from err
         raise OptionError(f'{self.key}: {self.net.__class__.__name__}.forward never calls {self._blocks_path}')
 
     def run_blocks(self, feat, start, end, ctx):
@@ -432,8 +484,10 @@ class GenericBodyAdapter(StageAdapter):
         return self._swapped_forward(ctx['lq'], _BodyInject(feat))
 
 
-ADAPTERS = {'EDSR': EDSRAdapter, 'RCAN': RCANAdapter, 'SwinIR': SwinIRAdapter}
-CUSTOM_ADAPTERS = {'SequentialBodyAdapter': SequentialBodyAdapter, 'GenericBodyAdapter': GenericBodyAdapter}
+ADAPTERS = {'EDSR': EDSRAdapter, 'RCAN': RCANAdapter, 'SwinIR': SwinIRAdapter,
+            'SRVGGNetCompact': SRVGGNetCompactAdapter}
+CUSTOM_ADAPTERS = {'SequentialBodyAdapter': SequentialBodyAdapter, 'GenericBodyAdapter': GenericBodyAdapter,
+                   'SRVGGNetCompactAdapter': SRVGGNetCompactAdapter}
 
 # Default number of stages per family when distill.num_stages is not set (docs/method.md; options_schema).
 DEFAULT_NUM_STAGES = {'EDSR': 4, 'RCAN': 5, 'SwinIR': 2}
@@ -441,11 +495,15 @@ DEFAULT_NUM_STAGES = {'EDSR': 4, 'RCAN': 5, 'SwinIR': 2}
 
 def num_body_blocks(net, adapter_opt=None):
     """Number of body blocks of ``net`` (as the adapter would see them)."""
+    if adapter_opt and adapter_opt.get('type') == 'SRVGGNetCompactAdapter':
+        return net.num_conv
     if adapter_opt:
         return len(list(get_submodule(net, adapter_opt.get('blocks', 'body'))))
     name = net.__class__.__name__
     if name == 'SwinIR':
         return len(net.layers)
+    if name == 'SRVGGNetCompact':
+        return net.num_conv
     if name in ADAPTERS or _has_sequential_body(net):
         return len(net.body)
     raise OptionError(f'No stage adapter for {name}: set distill.adapter_t / distill.adapter_g '

@@ -28,10 +28,17 @@ def msrresnet(feat=6, blocks=2):
     return dict(type='MSRResNet', num_in_ch=3, num_out_ch=3, num_feat=feat, num_block=blocks, upscale=SCALE)
 
 
+def srvgg(feat=6, convs=4):
+    return dict(type='SRVGGNetCompact', num_in_ch=3, num_out_ch=3, num_feat=feat, num_conv=convs, upscale=SCALE)
+
+
 PAIRS = {
     'SwinIR->EDSR': (tiny_arch('SwinIR', 't', SCALE), tiny_arch('EDSR', 'g', SCALE)),
     'RCAN->EDSR': (tiny_arch('RCAN', 't', SCALE), tiny_arch('EDSR', 'g', SCALE)),
     'RRDBNet->MSRResNet': (rrdbnet(), msrresnet()),
+    # Real-ESRGAN's teacher into its compact arch (cross-family), and into a narrower RRDBNet (cross-width)
+    'RRDBNet->SRVGGNetCompact': (rrdbnet(), srvgg()),
+    'RRDBNet->RRDBNet': (rrdbnet(), rrdbnet(feat=6)),
 }
 MIPKD_TERMS = {'l_kd': 'kd_opt', 'l_fpm': 'fpm_opt', 'l_bpm': 'bpm_opt'}
 

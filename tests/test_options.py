@@ -14,6 +14,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 from helpers import REPO
 from mixprior_plugin.stages import build_adapters
 from mixprior_plugin.utils.options import normalise_teacher_aliases, yaml_load
+from mixprior_plugin.utils.validation import registry_lookup
 
 FILES = sorted(glob.glob(os.path.join(REPO, 'options', 'train', '**', '*.yml'), recursive=True))
 SHARED_KEYS = ('scale', 'manual_seed', 'datasets', 'network_g')
@@ -31,13 +32,13 @@ def test_option_files_match_the_generator():
 def test_option_file_is_valid(path):
     opt = yaml_load(path)
     model_cls = MODEL_REGISTRY.get(opt['model_type'])
-    for key in ('network_g', 'network_t'):
-        if key in opt:
-            assert opt[key]['type'] in ARCH_REGISTRY
+    for key in ('network_g', 'network_t', 'network_d'):
+        if key in opt:  # BasicSR registers SRVGGNetCompact as SRVGGNetCompact_basicsr; Registry.get finds both
+            assert registry_lookup(ARCH_REGISTRY, opt[key]['type']) is not None
     for term in opt['train'].get('feat_opt') or []:
         assert term['type'] in LOSS_REGISTRY
     assert opt['val']['metrics']['psnr']['crop_border'] == opt['scale']
-    assert opt['network_g']['upscale'] == opt['scale']
+    assert opt['network_g'].get('upscale', opt['network_g'].get('scale')) == opt['scale']  # RRDBNet: scale
     if hasattr(model_cls, 'check_options'):
         normalise_teacher_aliases(opt)
         model_cls.check_options(opt, check_files=False)

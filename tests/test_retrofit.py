@@ -211,7 +211,8 @@ def test_num_gpu_above_one_without_launcher_names_torchrun(tmp_path, tiny_data, 
         validate_options(opt)
     bad_case.message(info.value)
     validate_options(dict(opt, num_gpu=4, dist=True))  # under torchrun: fine
-    plain = dict(opt, model_type='SRModel')  # BasicSR's own models use DataParallel there: left alone
+    # BasicSR's own models use DataParallel there: left alone (without the teacher, which SRModel never reads)
+    plain = dict(opt, model_type='SRModel', path={k: v for k, v in opt['path'].items() if k != 'pretrain_network_t'})
     for key in ('network_t', 'distill'):
         plain.pop(key)
     validate_options(plain)

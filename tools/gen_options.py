@@ -21,6 +21,8 @@ import yaml
 
 from mixprior_plugin import options_schema
 from mixprior_plugin.models.mipkd_model import ABLATIONS
+from mixprior_plugin.models.synthesis import DEGRADATIONS, KERNELS
+from mixprior_plugin.utils.model_types import counterpart
 from mixprior_plugin.utils.tooling import deep_update
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -262,9 +264,182 @@ def benchmark_options(profile):
     return files
 
 
+# ---- real-world SR: Real-ESRNet / Real-ESRGAN / ESRGAN teachers into compact students ----------------------
+# BasicSR's own recipes (train_realesrnet_x4plus.yml, train_realesrgan_x4plus.yml, train_ESRGAN_x4.yml) with a
+# teacher: the degradations, data, losses, discriminator and schedules are BasicSR's; the model type becomes the
+# base model's distillation counterpart (mixprior_plugin/utils/model_types.py).
+def rrdbnet(feat, blocks, scale, grow=32):
+    return dict(type='RRDBNet', num_in_ch=3, num_out_ch=3, num_feat=feat, num_block=blocks, num_grow_ch=grow,
+                scale=scale)
+
+
+def srvgg(feat, convs, scale):
+    return dict(type='SRVGGNetCompact', num_in_ch=3, num_out_ch=3, num_feat=feat, num_conv=convs, upscale=scale,
+                act_type='prelu')
+
+
+def realworld_val(scale, name='Set14'):
+    """Validation on a test set degraded by tools/realworld_example.py (HR and its degraded LR)."""
+    root = f'datasets/{name}_realworld_x{scale}'
+    return dict(name=f'{name}_realworld', type='PairedImageDataset', dataroot_gt=f'{root}/HR', dataroot_lq=f'{root}/LR',
+                filename_tmpl='{}', io_backend=dict(type='disk'))
+
+
+def realworld_base(name, scale, network_g, model_type, gan=False, iters=None, batch=12, gt_size=256, queue=180,
+                   lr=None, ema_decay=0.999, synth_crop_size=None, train_root='datasets/DF2K',
+                   meta_info='datasets/DF2K/meta_info/meta_info_DF2Kmultiscale+OST_sub.txt', workers=5):
+    """BasicSR's Real-ESRNet (``gan=False``) or Real-ESRGAN recipe for ``network_g`` (an SRModel-style option dict)."""
+    iters = iters or (400000 if gan else 1000000)
+    opt = dict(name=name, model_type=model_type, scale=scale, num_gpu=1, manual_seed=0)
+    opt.update(dict(l1_gt_usm=True, percep_gt_usm=True, gan_gt_usm=False) if gan else dict(gt_usm=True))
+    opt.update(deepcopy(DEGRADATIONS), gt_size=gt_size, queue_size=queue)
+    if synth_crop_size:
+        opt['synth_crop_size'] = synth_crop_size
+    opt['datasets'] = dict(
+        train=dict(name='DF2K+OST' if train_root.endswith('DF2K') else 'T91+BSD200', type='RealESRGANDataset',
+                   dataroot_gt=train_root, meta_info=meta_info, io_backend=dict(type='disk'), **deepcopy(KERNELS),
+                   gt_size=gt_size, use_hflip=True, use_rot=False, num_worker_per_gpu=workers,
+                   batch_size_per_gpu=batch, dataset_enlarge_ratio=1, prefetch_mode=None),
+        val=realworld_val(scale))
+    opt['network_g'] = network_g
+    if gan:
+        opt['network_d'] = dict(type='UNetDiscriminatorSN', num_in_ch=3, num_feat=64, skip_connection=True)
+    opt['path'] = dict(pretrain_network_g=None, strict_load_g=True, resume_state=None)
+    adam = dict(type='Adam', lr=lr or (1e-4 if gan else 2e-4), weight_decay=0, betas=[0.9, 0.99])
+    train = dict(ema_decay=ema_decay, optim_g=deepcopy(adam))
+    if gan:
+        train['optim_d'] = deepcopy(adam)
+    milestones = [iters] if iters >= 100000 else [round(iters * 0.5), round(iters * 0.75)]
+    train.update(scheduler=dict(type='MultiStepLR', milestones=milestones, gamma=0.5), total_iter=iters,
+                 warmup_iter=-1, pixel_opt=dict(type='L1Loss', loss_weight=1.0, reduction='mean'))
+    if gan:
+        train.update(
+            perceptual_opt=dict(type='PerceptualLoss', layer_weights={'conv1_2': 0.1, 'conv2_2': 0.1, 'conv3_4': 1,
+                                                                      'conv4_4': 1, 'conv5_4': 1},
+                                vgg_type='vgg19', use_input_norm=True, perceptual_weight=1.0, style_weight=0,
+                                range_norm=False, criterion='l1'),
+            gan_opt=dict(type='GANLoss', gan_type='vanilla', real_label_val=1.0, fake_label_val=0.0, loss_weight=0.1),
+            net_d_iters=1, net_d_init_iters=0)
+    opt['train'] = train
+    opt['val'] = dict(val_freq=min(5000, iters), save_img=False,
+                      metrics=dict(psnr=dict(type='calculate_psnr', crop_border=scale, test_y_channel=True),
+                                   niqe=dict(type='calculate_niqe', crop_border=scale)))
+    opt['logger'] = dict(print_freq=min(100, max(iters // 20, 1)), save_checkpoint_freq=min(5000, iters),
+                         use_tb_logger=True, wandb=dict(project=None))
+    opt['dist_params'] = dict(backend='nccl', port=29500)
+    return opt
+
+
+def esrgan_base(name, network_g, model_type):
+    """BasicSR's ESRGAN recipe (train_ESRGAN_x4.yml) for ``network_g``."""
+    opt = base(name, 4, network_g, model_type)
+    opt['datasets']['train'].update(gt_size=128, dataset_enlarge_ratio=100)
+    opt['datasets']['val'] = dict(name='Set14', type='PairedImageDataset', dataroot_gt='datasets/Set14/GTmod12',
+                                  dataroot_lq='datasets/Set14/LRbicx4', io_backend=dict(type='disk'))
+    network_d = dict(type='VGGStyleDiscriminator', num_in_ch=3, num_feat=64)
+    out = {}
+    for key, value in opt.items():  # network_d right after network_g, as in BasicSR's file
+        out[key] = value
+        if key == 'network_g':
+            out['network_d'] = network_d
+    adam = dict(type='Adam', lr=1e-4, weight_decay=0, betas=[0.9, 0.99])
+    out['train'] = dict(
+        ema_decay=0.999, optim_g=deepcopy(adam), optim_d=deepcopy(adam),
+        scheduler=dict(type='MultiStepLR', milestones=[50000, 100000, 200000, 300000], gamma=0.5),
+        total_iter=400000, warmup_iter=-1, pixel_opt=dict(type='L1Loss', loss_weight=1e-2, reduction='mean'),
+        perceptual_opt=dict(type='PerceptualLoss', layer_weights={'conv5_4': 1}, vgg_type='vgg19', use_input_norm=True,
+                            range_norm=False, perceptual_weight=1.0, style_weight=0, criterion='l1'),
+        gan_opt=dict(type='GANLoss', gan_type='vanilla', real_label_val=1.0, fake_label_val=0.0, loss_weight=5e-3),
+        net_d_iters=1, net_d_init_iters=0)
+    out['val'] = dict(val_freq=5000, save_img=False,
+                      metrics=dict(psnr=dict(type='calculate_psnr', crop_border=4, test_y_channel=True)))
+    return out
+
+
+def distilled(method, base_opt, teacher_arch, weights, num_stages):
+    """``method``'s options (Scratch, LogitsKD, MiPKD, a baseline) on a BasicSR real-world or GAN recipe.
+
+    The distillation keys are those of :func:`method_options`; the model type becomes the recipe's
+    base model's counterpart, the teacher keeps the default param key (params_ema, falling back to
+    params), and features are normalised per network (``feat_norm: auto``) since the pairs cross families.
+    """
+    if method == 'Scratch':
+        return deepcopy(base_opt)
+    opt = method_options(method, dict(base_opt, model_type='SRModel'), teacher_arch, weights, num_stages)
+    opt['model_type'] = counterpart(base_opt['model_type'], mipkd=method.startswith('MiPKD'))
+    opt['path'].pop('teacher_param_key')
+    if 'distill' in opt:
+        opt['distill']['feat_norm'] = 'auto'
+    return opt
+
+
+REALWORLD_TEACHER = lambda s: rrdbnet(64, 23, s)  # noqa: E731  (Real-ESRNet / Real-ESRGAN / ESRGAN: RRDBNet 64x23)
+REALWORLD_STUDENT = ('SRVGG_C64N32', lambda s: srvgg(64, 32, s))  # realesr-general-x4v3's size, 1.2M parameters
+ESRGAN_STUDENT = ('RRDB_C64B6', lambda s: rrdbnet(64, 6, s))  # RealESRGAN_x4plus_anime_6B's size
+REALWORLD_STAGES = 4
+# The CPU example (tools/realworld_example.py, benchmarks/results/realworld_cpu): small nets, BasicSR's degradations
+# on T91 + BSD200 (synthesised on 96x96 crops), one thread.
+REALWORLD_CPU = dict(teacher=('RRDB_C32B4', rrdbnet(32, 4, 4, grow=16)), student=('SRVGG_C32N8', srvgg(32, 8, 4)),
+                     teacher_iters=2000, student_iters=1500, batch=8, gt_size=64, queue=80, synth_crop_size=96, lr=5e-4,
+                     ema_decay=0.99, num_stages=4)
+
+
+def realworld_options():
+    """{relative path: (header, options)}: BasicSR's real-world and ESRGAN recipes distilled, and the CPU example."""
+    files = {}
+    t_name = 'RRDB_C64B23'
+    s_name, student = REALWORLD_STUDENT
+    pretrained = 'experiments/pretrained_models'
+    recipes = (  # (base model, scale, teacher weights, methods, student weights to start from)
+        ('RealESRNetModel', 4, f'{pretrained}/RealESRNet_x4plus.pth', ('LogitsKD', 'MiPKD'), None),
+        ('RealESRNetModel', 2, 'experiments/train_RealESRNetx2plus_1000k_B12G4/models/net_g_latest.pth',
+         ('LogitsKD', ), None),
+        ('RealESRGANModel', 4, f'{pretrained}/RealESRGAN_x4plus.pth', ('LogitsKD', 'MiPKD'),
+         'experiments/{method}_RealESRNet_{pair}_x4/models/net_g_latest.pth'))
+    for base_model, scale, weights, methods, init in recipes:
+        gan = base_model == 'RealESRGANModel'
+        short = base_model[:-len('Model')]
+        for method in methods:
+            pair = f'{t_name}-{s_name}'
+            name = f'{method}_{short}_{pair}_x{scale}'
+            opt = distilled(method, realworld_base(name, scale, student(scale), base_model, gan=gan),
+                            REALWORLD_TEACHER(scale), weights, REALWORLD_STAGES)
+            if init:
+                opt['path']['pretrain_network_g'] = init.format(method=method, pair=pair)
+            note = ('' if method != 'LogitsKD' or scale == 4 else ' Logits-KD only: RRDBNet at x2 pixel-unshuffles '
+                    'its input, so its body features (LR/2) cannot be paired with the student\'s (LR).')
+            stage = ' (stage 2: from the Real-ESRNet student)' if gan else ''
+            header = f'{method} on BasicSR\'s {base_model}{stage}: Real-ESRGAN teacher {t_name} -> {s_name}, x{scale}.'
+            files[f'RealWorld/train_{name}.yml'] = (header + note, opt)
+    for method in ('LogitsKD', 'MiPKD'):
+        s_name, student = ESRGAN_STUDENT
+        name = f'{method}_ESRGAN_{t_name}-{s_name}_x4'
+        opt = distilled(method, esrgan_base(name, student(4), 'ESRGANModel'), REALWORLD_TEACHER(4),
+                        f'{pretrained}/ESRGAN/ESRGAN_SRx4_DF2KOST_official-ff704c30.pth', REALWORLD_STAGES)
+        files[f'RealWorld/train_{name}.yml'] = (
+            f'{method} on BasicSR\'s ESRGANModel: ESRGAN teacher {t_name} -> {s_name}, x4.', opt)
+    p = REALWORLD_CPU
+    (t_name, t_arch), (s_name, s_arch) = p['teacher'], p['student']
+    common = dict(batch=p['batch'], gt_size=p['gt_size'], queue=p['queue'], lr=p['lr'], ema_decay=p['ema_decay'],
+                  synth_crop_size=p['synth_crop_size'], train_root='datasets',
+                  meta_info='datasets/meta_info_T91_BSD200.txt', workers=0)
+    teacher_name = f'realworld_cpu_teacher_{t_name}_x4'
+    files[f'RealWorldCPU/train_teacher_{t_name}_x4.yml'] = (
+        f'CPU example (tools/realworld_example.py): Real-ESRNet teacher {t_name} on T91 + BSD200, x4.',
+        realworld_base(teacher_name, 4, deepcopy(t_arch), 'RealESRNetModel', iters=p['teacher_iters'], **common))
+    for method in ('Scratch', 'LogitsKD', 'MiPKD'):
+        name = f'realworld_cpu_{method}_{t_name}-{s_name}_x4'
+        opt = distilled(method, realworld_base(name, 4, deepcopy(s_arch), 'RealESRNetModel', iters=p['student_iters'],
+                                               **common),
+                        deepcopy(t_arch), f'experiments/{teacher_name}/models/net_g_latest.pth', p['num_stages'])
+        files[f'RealWorldCPU/train_{method}_{t_name}-{s_name}_x4.yml'] = (
+            f'CPU example (tools/realworld_example.py): {method}, Real-ESRNet {t_name} -> {s_name}, x4.', opt)
+    return files
+
+
 def all_options():
     """{relative path: (header comment, options)} for every generated file."""
-    files = {}
+    files = realworld_options()
     for teacher, (arch, desc) in TEACHERS.items():
         for s in SCALES:
             name = f'train_{teacher}_x{s}'

@@ -64,7 +64,8 @@ def record(net, adapter, x):
             out = net(x)
     finally:
         recorder.remove()
-    return OrderedDict(head_shape=list(recorder.head.shape), output_shape=list(out.shape),
+    head = None if recorder.head is None else list(recorder.head.shape)  # GenericBodyAdapter records no head
+    return OrderedDict(head_shape=head, output_shape=list(out.shape),
                        stages=[OrderedDict(stage=k + 1, blocks=[adapter.stage_blocks(k).start + 1,
                                                                 adapter.stage_blocks(k).stop],
                                            shape=list(f.shape)) for k, f in enumerate(recorder.features)])
@@ -147,7 +148,7 @@ def inspect(opt_path, lr_size=48, device='cpu'):
 
 
 def shape_str(shape):
-    return '(' + ', '.join(map(str, shape)) + ')'
+    return '-' if shape is None else '(' + ', '.join(map(str, shape)) + ')'
 
 
 def report(info):

@@ -39,6 +39,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from mixprior_plugin import options_schema
 from mixprior_plugin.stages import FeatureRecorder, build_adapters
 from mixprior_plugin.utils.checkpoint import CheckpointMixin, extract_state_dict, load_checkpoint, load_state_checked
+from mixprior_plugin.utils.model_types import check_model_type
 from mixprior_plugin.utils.options import OptionError, check_known_keys, normalise_teacher_aliases
 
 # train.amp: the autocast dtype of the training step (YAML reads a bare `off` as False).
@@ -46,7 +47,8 @@ AMP_DTYPES = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 # BasicSR's SRModel train keys; a distillation model adds its own (a typo such as `fmp_opt` would
 # otherwise silently switch a term off).
-# (perceptual_opt is SRModel's too, but a KD model's losses are its own: it is refused, not ignored.)
+# (perceptual_opt is SRModel's too, but KDModel's losses are its own: utils/model_types.py refuses it, with the
+# GAN models that train it.)
 SR_TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt')
 
 
@@ -246,6 +248,8 @@ class KDModel(CheckpointMixin, SRModel):
     # plugin sections and train keys this model reads (their defaults and checks: options_schema)
     EXTRA_SECTIONS = {'distill': options_schema.allowed_keys('distill', 'KDModel')}
     TRAIN_KEYS = SR_TRAIN_KEYS + options_schema.train_keys('KDModel')
+    # False where the base model's own update computes the pixel loss (the GAN models)
+    adds_pixel_loss = True
 
     def __init__(self, opt):
         normalise_teacher_aliases(opt)
@@ -262,6 +266,7 @@ class KDModel(CheckpointMixin, SRModel):
             opt (dict): Options.
             check_files (bool): Also require the teacher weights file to exist.
         """
+        check_model_type(opt, cls)  # GAN keys it cannot train, a data set it cannot read
         for section in cls.EXTRA_SECTIONS:  # unknown keys, types, choices and ranges
             options_schema.check_section(opt, section, cls)
         for section in options_schema.SECTIONS:  # sections of other plugin models, silently unused here otherwise
@@ -507,13 +512,20 @@ class KDModel(CheckpointMixin, SRModel):
         Returns:
             tuple[OrderedDict, dict]: Loss tensors (summed for backward) and extra log values.
         """
-        losses, logs = OrderedDict(), {}
         out, head, feats = self.student_forward(lq)
         self.output = out
-        student = dict(out=out, head=head, feats=feats)
+        return self.distill_losses(dict(out=out, head=head, feats=feats), teacher, gt, current_iter)
+
+    def distill_losses(self, student, teacher, gt, current_iter):
+        """The loss terms of one step given the student's forward pass (see :meth:`add_losses`).
+
+        Returns:
+            tuple[OrderedDict, dict]: Loss tensors and extra log values.
+        """
+        losses, logs = OrderedDict(), {}
         normalised = None
         if self.adapter_t is not None:
-            normalised = self.normalised_features(teacher['feats'], feats, logs)
+            normalised = self.normalised_features(teacher['feats'], student['feats'], logs)
         self.add_losses(student, teacher, gt, normalised, losses, logs, current_iter)
         return losses, logs
 
@@ -530,7 +542,7 @@ class KDModel(CheckpointMixin, SRModel):
             logs (dict): Extra scalars to log, filled in place.
             current_iter (int): Iteration.
         """
-        if loss_weight(self.cri_pix):
+        if self.adds_pixel_loss and loss_weight(self.cri_pix):
             losses['l_pix'] = self.cri_pix(student['out'], gt)
         if loss_weight(self.cri_kd):
             losses['l_kd'] = self.cri_kd(student['out'], teacher['out'])
@@ -625,11 +637,18 @@ class KDModel(CheckpointMixin, SRModel):
         super().save(epoch, current_iter)  # net_g (+ema), then the training state last
 
     def training_state_extras(self):
-        """The fp16 gradient scaler's state (``train.amp: fp16``), so a resumed run keeps its scale."""
+        """The fp16 gradient scaler's state (``train.amp: fp16``), so a resumed run keeps its scale, beside a
+        base model's own extras (the real-world models' pair pool)."""
+        extras = dict(getattr(super(), 'training_state_extras', dict)())
         scaler = getattr(self, 'grad_scaler', None)
-        return dict(grad_scaler=scaler.state_dict()) if scaler is not None else {}
+        if scaler is not None:
+            extras['grad_scaler'] = scaler.state_dict()
+        return extras
 
     def restore_training_state_extras(self, extras):
+        restore = getattr(super(), 'restore_training_state_extras', None)
+        if restore is not None:
+            restore(extras)
         scaler = getattr(self, 'grad_scaler', None)
         if scaler is not None and extras.get('grad_scaler'):
             scaler.load_state_dict(extras['grad_scaler'])

@@ -23,6 +23,7 @@ import warnings
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
 from mixprior_plugin.utils.image_io import ImageReadError, read_image
+from mixprior_plugin.utils.model_types import check_model_type
 from mixprior_plugin.utils.options import OptionError
 
 # Extensions OpenCV decodes (BasicSR reads every file of a folder with cv2.imdecode).
@@ -144,9 +145,6 @@ def _check_loss_terms(train, model_cls):
             if term.get('reduction') == 'none':
                 raise OptionError(f"Option {where}.reduction='none' gives a per-pixel loss map, but training needs "
                                   "one number: use 'mean' or 'sum'")
-    if _is_kd_model(model_cls) and train.get('perceptual_opt') is not None:
-        raise OptionError(f'Option train.perceptual_opt is not used by {model_cls.__name__} (its losses are '
-                          'pixel_opt, kd_opt, feat_opt and the method\'s own): remove it, or train with SRModel')
 
 
 def _check_mixer(opt):
@@ -197,6 +195,7 @@ def validate_options(opt):
     if 'model_type' in opt:
         _registered(MODEL_REGISTRY, 'model', opt['model_type'], 'model_type')
         model_cls = registry_lookup(MODEL_REGISTRY, opt['model_type'])
+    check_model_type(opt, model_cls)  # teacher, GAN and data-set keys the model type would never use
     _check_sections(opt, model_cls)
     _require(opt, 'scale', _positive_int, 'a positive integer')
     _require(opt, 'num_gpu', lambda v: v == 'auto' or _non_negative_int(v), "an integer >= 0 or 'auto'")
