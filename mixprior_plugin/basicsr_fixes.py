@@ -494,7 +494,7 @@ def portable_load_resume_state(opt):
 
 
 def fix_jpg_quality():
-    """Fix 9 (idempotent): BasicSR's ``add_jpg_compression`` with an integer JPEG quality (OpenCV 5 needs one).
+    """Fix 11 (idempotent): BasicSR's ``add_jpg_compression`` with an integer JPEG quality (OpenCV 5 needs one).
 
     ``random_add_jpg_compression`` draws a float quality and looks ``add_jpg_compression`` up in its
     module at call time, so replacing the module's function fixes both.
