@@ -6,14 +6,16 @@ Usage::
 
 1. Writes a paired data set (MATLAB-bicubic LR) from scikit-image's sample photos: most for
    training (cut into sub-images), four held out for testing. No downloads.
-2. Trains a small EDSR teacher for a fixed number of iterations (``mixprior-train``).
+2. Takes the small EDSR teacher the project trained on these photos (``pretrained/``, made by
+   ``--train-teacher`` with this module's options); ``--train-teacher`` trains it anew
+   (``mixprior-train``, a few minutes more).
 3. Trains the same small EDSR student three ways with the same data, seed, initialisation and
    number of iterations: from scratch (SRModel), Logits-KD (KDModel) and MiPKD (MiPKDModel).
 4. Evaluates bicubic, the teacher and the three students on the held-out photos (PSNR/SSIM on Y,
    crop_border = scale, BasicSR's metrics), prints a table and writes a PNG plot.
 
-Everything is written under one output folder (options, experiments, tb_logger, results); it
-takes about 11 minutes on 2 idle CPU cores (``--quick``: a smoke run of a few iterations).
+Everything is written under one output folder (options, experiments, tb_logger, results);
+``--quick`` is a smoke run of a few iterations. Times measured on 2 idle CPU cores are in the README.
 """
 import argparse
 import json
@@ -40,6 +42,9 @@ def edsr(feat, blocks):
 
 
 TEACHER = edsr(32, 8)
+# The teacher the default run reuses: EMA weights of `--train-teacher`'s teacher (its options: run_options()).
+PRETRAINED_TEACHER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'pretrained',
+                                  'demo_EDSR_C32B8_x4_skimage.pth')
 STUDENT = edsr(16, 4)
 # iterations (teacher, each student) and LR patch / batch, per budget
 BUDGETS = {'default': dict(teacher=1500, student=2000, lq_patch=24, batch=8),
@@ -174,6 +179,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='demo_output', help='output folder (default: demo_output)')
     parser.add_argument('--quick', action='store_true', help='a few iterations only (smoke test)')
+    parser.add_argument('--train-teacher', action='store_true',
+                        help=f'train the teacher in this run instead of reusing {os.path.relpath(PRETRAINED_TEACHER)}')
     args = parser.parse_args(argv)
     import torch
 
@@ -191,10 +198,18 @@ def main(argv=None):
     write_pairs(TEST_IMAGES, os.path.join(test_root, TEST_SET, 'HR'),
                 os.path.join(test_root, TEST_SET, 'LR_bicubic', f'X{SCALE}'), SCALE, lr_suffix=f'x{SCALE}')
 
-    teacher_ckpt = os.path.join(out, 'experiments', 'demo_teacher_EDSR_C32B8', 'models', 'net_g_latest.pth')
+    train_teacher = args.train_teacher or not os.path.isfile(PRETRAINED_TEACHER)
+    teacher_ckpt = (os.path.join(out, 'experiments', 'demo_teacher_EDSR_C32B8', 'models', 'net_g_latest.pth')
+                    if train_teacher else PRETRAINED_TEACHER)
     runs = run_options(train, budget, teacher_ckpt)
-    print(f'[2/4] Teacher EDSR 32 ch x 8 blocks, {budget["teacher"]} iterations', flush=True)
-    ckpts = {'teacher': run_training('teacher', runs.pop('teacher'), out)}
+    if train_teacher:
+        print(f'[2/4] Teacher EDSR 32 ch x 8 blocks, {budget["teacher"]} iterations', flush=True)
+        ckpts = {'teacher': run_training('teacher', runs.pop('teacher'), out)}
+    else:
+        runs.pop('teacher')
+        print(f'[2/4] Teacher EDSR 32 ch x 8 blocks: {os.path.relpath(PRETRAINED_TEACHER)} (trained on these photos '
+              f'with --train-teacher, {budget["teacher"]} iterations; reused)', flush=True)
+        ckpts = {'teacher': PRETRAINED_TEACHER}
     print(f'[3/4] Student EDSR 16 ch x 4 blocks, {budget["student"]} iterations each: '
           f'{", ".join(runs)} (same data, seed and initialisation)', flush=True)
     for label, opt in runs.items():
@@ -225,7 +240,7 @@ def main(argv=None):
     from mixprior_plugin.utils.provenance import run_meta
     with open(os.path.join(results_dir, 'demo_results.json'), 'w') as f:
         json.dump(dict(meta=run_meta(torch.device('cpu')), scale=SCALE, budget=budget, teacher=TEACHER, student=STUDENT,
-                       test_images=TEST_IMAGES,
+                       teacher_weights=os.path.relpath(ckpts['teacher'], out), test_images=TEST_IMAGES,
                        rows=rows, seconds=round(elapsed, 1)), f, indent=2)
     with open(os.path.join(results_dir, 'demo_results.md'), 'w') as f:
         f.write(table + '\n')
