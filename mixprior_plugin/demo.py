@@ -20,14 +20,20 @@ Everything is written under one output folder (options, experiments, tb_logger, 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 
 import cv2
 import numpy as np
+import torch
+import yaml
 
 from mixprior_plugin import options_schema
+from mixprior_plugin.evaluation import Method, build_method, evaluate
+from mixprior_plugin.utils.image_io import imresize_uint8
+from mixprior_plugin.utils.provenance import run_meta
 
 SCALE = 4  # x4: bicubic is weak, so a student trained for minutes clearly beats it
 TRAIN_IMAGES = ('astronaut', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry', 'retina', 'brick',
@@ -53,7 +59,7 @@ BUDGETS = {'default': dict(teacher=1500, student=2000, lq_patch=24, batch=8),
 
 def load_sample(name):
     """A scikit-image sample as a uint8 BGR image (grayscale expanded to 3 channels)."""
-    import skimage.data
+    import skimage.data  # only the data step needs it (slow to import)
     img = np.asarray(getattr(skimage.data, name)())
     if img.dtype == bool:
         img = img.astype(np.uint8) * 255
@@ -68,7 +74,6 @@ def write_pairs(names, hr_dir, lr_dir, scale, crop=None, lr_suffix=''):
     With ``crop``, each photo is cut into ``crop`` x ``crop`` HR sub-images (step crop/2) so the
     training loader reads small files (BasicSR's extract_subimages idea).
     """
-    from mixprior_plugin.utils.image_io import imresize_uint8
     os.makedirs(hr_dir, exist_ok=True)
     os.makedirs(lr_dir, exist_ok=True)
     for name in names:
@@ -128,7 +133,6 @@ def progress_of(line):
     BasicSR prints ``[epoch:  1, iter:   1,200, lr:(1.000e-03,)] [eta: ...] l_pix: ...``: the
     iteration has thousands separators.
     """
-    import re
     found = re.search(r'\[epoch:\s*[\d,]+, iter:\s*([\d,]+),', line)
     if found is None:
         return None
@@ -137,7 +141,6 @@ def progress_of(line):
 
 def run_training(label, opt, out):
     """Write the option file and run mixprior-train on it, streaming its progress lines."""
-    import yaml
     opt_path = os.path.join(out, 'options', f'{opt["name"]}.yml')
     with open(opt_path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
@@ -159,7 +162,7 @@ def run_training(label, opt, out):
 
 
 def plot_psnr(rows, path):
-    import matplotlib
+    import matplotlib  # only the plot needs it (slow to import)
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     labels = list(rows)
@@ -182,10 +185,6 @@ def main(argv=None):
     parser.add_argument('--train-teacher', action='store_true',
                         help=f'train the teacher in this run instead of reusing {os.path.relpath(PRETRAINED_TEACHER)}')
     args = parser.parse_args(argv)
-    import torch
-
-    import mixprior_plugin  # noqa: F401
-    from mixprior_plugin.evaluation import Method, build_method, evaluate
     budget = BUDGETS['quick' if args.quick else 'default']
     out = os.path.abspath(args.out)
     os.makedirs(os.path.join(out, 'options'), exist_ok=True)
@@ -237,7 +236,6 @@ def main(argv=None):
     results_dir = os.path.join(out, 'results')
     os.makedirs(results_dir, exist_ok=True)
     elapsed = time.time() - start
-    from mixprior_plugin.utils.provenance import run_meta
     with open(os.path.join(results_dir, 'demo_results.json'), 'w') as f:
         json.dump(dict(meta=run_meta(torch.device('cpu')), scale=SCALE, budget=budget, teacher=TEACHER, student=STUDENT,
                        teacher_weights=os.path.relpath(ckpts['teacher'], out), test_images=TEST_IMAGES,

@@ -1,30 +1,45 @@
 """Evaluation of SR networks on paired test sets (used by tools/evaluate.py, the demo and the
 benchmark). The protocol is described in tools/evaluate.py's docstring: BasicSR's PSNR/SSIM on the
 Y channel with crop_border = scale, HR cropped to a multiple of the scale, official LR when
-present and MATLAB-bicubic LR otherwise.
+present and MATLAB-bicubic LR otherwise. Running a network on an image (padding, tiles) is
+:mod:`mixprior_plugin.inference`.
 """
 import json
 import os
-import warnings
-import weakref
 from collections import OrderedDict
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from basicsr.metrics import calculate_psnr, calculate_ssim
+
+from mixprior_plugin.inference import EvalError, super_resolve
+from mixprior_plugin.utils.image_io import (
+    ImageReadError,
+    check_lr_fits,
+    crop_to_multiple,
+    find_lr_file,
+    imresize_uint8,
+    list_images,
+    read_image,
+    stem,
+    write_image,
+)
+from mixprior_plugin.utils.networks import arch_window, build_network_and_load
+from mixprior_plugin.utils.options import load_arch_spec, yaml_load
+from mixprior_plugin.utils.student_files import OnnxSR, load_student_safetensors
 
 DEFAULT_SETS = ('Set5', 'Set14', 'BSD100', 'Urban100')
 BICUBIC = 'bicubic'
-
-
-class EvalError(ValueError):
-    """Bad arguments, files or checkpoints; the message names them."""
 
 
 # ---- networks -----------------------------------------------------------------------------------
 def load_arch(opt_path=None, arch_json=None, network_key='network_g'):
     """Arch dict from an option file (``network_key``) or a JSON string / .json file."""
     if arch_json is not None:
-        from mixprior_plugin.utils.options import load_arch_spec
         return load_arch_spec(arch_json, '--arch-json')
     if opt_path is not None:
-        from mixprior_plugin.utils.options import yaml_load
         opt = yaml_load(opt_path)
         if network_key not in opt:
             raise EvalError(f'{opt_path} has no {network_key}')
@@ -49,7 +64,7 @@ class Method:
         self.window = None
         self.params = None
         if net is not None:
-            self.window = (arch or {}).get('window_size') or getattr(net, 'window_size', None)
+            self.window = arch_window(arch or {}, net)
             self.params = sum(p.numel() for p in net.parameters())
 
     @property
@@ -61,31 +76,29 @@ class Method:
                     arch=self.arch, params=self.params)
 
 
-DEFAULT_PARAM_KEY = 'params_ema'
-
-
 def build_method(label, ckpt, arch, scale, device, param_key=None, strict=True):
-    """Build ``arch``, load ``ckpt`` (``param_key``), eval mode.
+    """Build ``arch`` and load ``ckpt`` (``param_key``) into it, frozen in eval mode, as a :class:`Method`.
 
     A ``.safetensors`` file from mixprior-export brings its own arch (``arch`` may be None; when
     given, its type must match); an ``.onnx`` file runs in onnxruntime on CPU (``arch`` unused).
 
     Args:
+        label (str): The method's column in the table, and its name in messages.
+        ckpt (str): Weights: a BasicSR .pth (an RCAN one may be in the original layout), or a
+            .safetensors / .onnx file from mixprior-export.
+        arch (dict | None): The arch of ``ckpt`` (``type`` and its arguments).
+        scale (int): The evaluation's upscale factor; the arch's must be the same.
+        device: Where the network runs (an .onnx file runs on CPU).
         param_key (str | None): Weights key; None reads 'params_ema', falling back to 'params'.
             A key named explicitly must be in the checkpoint (the error lists the keys present).
         strict (bool): Refuse weights that do not fit the arch exactly. False (``--non-strict``)
             loads the matching tensors, names the skipped ones and still refuses a load that fills
             less than ``checkpoint.MIN_PARTIAL_LOAD_SHARE`` of the network.
     """
-    from basicsr.archs import build_network
-
-    import mixprior_plugin  # noqa: F401  (registers the plugin's archs)
-    from mixprior_plugin import export
-    from mixprior_plugin.utils.checkpoint import extract_state_dict, load_checkpoint, load_state_checked
     if ckpt.endswith('.onnx'):
         return onnx_method(label, ckpt, scale)
     if ckpt.endswith('.safetensors'):
-        meta_arch = export.load_student_safetensors(ckpt)[0]
+        meta_arch = load_student_safetensors(ckpt)[0]
         if arch is not None and arch.get('type') != meta_arch.get('type'):
             raise EvalError(f'{label}: {ckpt} holds a {meta_arch.get("type")} but the arch given is {arch.get("type")}')
         arch = meta_arch
@@ -95,26 +108,14 @@ def build_method(label, ckpt, arch, scale, device, param_key=None, strict=True):
     upscale = arch.get('upscale', arch.get('scale'))
     if upscale is not None and upscale != scale:
         raise EvalError(f'{label}: the arch has upscale={upscale} but --scale is {scale}')
-    try:
-        net = build_network(dict(arch))
-    except Exception as err:  # registry KeyError, wrong constructor arguments, ...
-        raise EvalError(f'{label}: cannot build arch {arch}: {err.__class__.__name__}: {err}') from err
-    state = export.state_for_checkpoint(ckpt, arch)
-    used = None
-    if state is None:
-        state, used = extract_state_dict(load_checkpoint(ckpt), param_key or DEFAULT_PARAM_KEY, ckpt,
-                                         None if param_key is None else '--param-key')
-        if arch['type'] == 'RCAN' and export.is_original_rcan(state):  # --rcan-layout original export
-            state = export.rcan_from_original(state, arch)
     hint = '; --non-strict evaluates a partial load' if strict else ''
-    load_state_checked(net, state, f'{ckpt} [{used}]' if used else ckpt, f'{arch["type"]} ({label}{hint})', strict)
-    net.eval().requires_grad_(False)
-    return Method(label, ckpt=ckpt, arch=arch, net=net.to(device))
+    net = build_network_and_load(arch, ckpt, param_key, '--param-key', strict, device=device,
+                                 target=f'{arch["type"]} ({label}{hint})').net
+    return Method(label, ckpt=ckpt, arch=arch, net=net)
 
 
 def onnx_method(label, path, scale):
     """A method that runs an exported .onnx student in onnxruntime (CPU; window padding is in the graph)."""
-    from mixprior_plugin.export import OnnxSR
     net = OnnxSR(path)
     onnx_scale = net.meta.get('scale')
     if onnx_scale is not None and onnx_scale != scale:
@@ -143,185 +144,9 @@ def parse_compare(entries, default_arch, network_key):
     return out
 
 
-# ---- inference ------------------------------------------------------------------------------------
-def tile_starts(length, tile, stride):
-    """Tile offsets covering ``length``: every ``stride``, the last one flush with the end."""
-    return list(range(0, length - tile, stride)) + [length - tile]
-
-
-def sr_tensor(net, x, scale, window=None, tile=None, overlap=0, inexact_ok=False):
-    """Run ``net`` on ``x`` (N, C, h, w), padded to ``window`` multiples and tiled if asked.
-
-    Tiles are ``tile`` x ``tile`` LR pixels, overlapping by ``overlap``; of each tile only the part
-    farther than ``overlap // 2`` from an inner tile border is kept. That equals the untiled output
-    exactly when the network's receptive field radius (:func:`receptive_radius`) is at most
-    ``overlap // 2`` LR pixels; a smaller overlap is an :class:`EvalError` stating the condition,
-    or with ``inexact_ok`` a warning.
-    """
-    import torch
-
-    from mixprior_plugin.stages import pad_to_multiple
-    h, w = x.shape[-2:]
-    if window:
-        x, _ = pad_to_multiple(x, window)
-    big_h, big_w = x.shape[-2:]
-    with torch.no_grad():
-        if not tile or (big_h <= tile and big_w <= tile):
-            out = net(x)
-        else:
-            if window and tile % window:
-                raise EvalError(f'--tile {tile} must be a multiple of the window size {window}')
-            if not 0 <= overlap < tile:
-                raise EvalError(f'--tile-overlap {overlap} must be in [0, --tile {tile})')
-            check_tile_overlap(net, scale, window, overlap, inexact_ok)
-            th, tw = min(tile, big_h), min(tile, big_w)
-            margin = overlap // 2
-            out = None
-            for y in tile_starts(big_h, th, tile - overlap):
-                for x0 in tile_starts(big_w, tw, tile - overlap):
-                    piece = net(x[..., y:y + th, x0:x0 + tw])
-                    if out is None:
-                        out = piece.new_zeros(piece.shape[0], piece.shape[1], big_h * scale, big_w * scale)
-                    ya, yb = (y + margin if y else 0), (y + th - margin if y + th < big_h else big_h)
-                    xa, xb = (x0 + margin if x0 else 0), (x0 + tw - margin if x0 + tw < big_w else big_w)
-                    out[..., ya * scale:yb * scale, xa * scale:xb * scale] = \
-                        piece[..., (ya - y) * scale:(yb - y) * scale, (xa - x0) * scale:(xb - x0) * scale]
-    if out.shape[-2:] != (big_h * scale, big_w * scale):
-        raise EvalError(f'The network returned {tuple(out.shape[-2:])} for an LR input of {(big_h, big_w)}: '
-                        f'not x{scale} (wrong --scale or arch?)')
-    return out[..., :h * scale, :w * scale]
-
-
-# Largest receptive field radius (LR pixels) the error message measures, to suggest an overlap.
-RADIUS_SEARCH_REACH = 64
-_RADIUS_CACHE = weakref.WeakKeyDictionary()  # network -> {reach: radius or None}
-
-
-def receptive_radius(net, scale, window=None, reach=RADIUS_SEARCH_REACH):
-    """How far, in LR pixels, one input pixel reaches into the output of ``net``: measured by a probe.
-
-    One LR pixel (every channel) at the centre of a random input of at least ``2 * reach + 3`` pixels
-    a side is changed, and the radius is the largest Chebyshev distance from it to an LR position
-    (output pixel // ``scale``) whose output changed. The probe runs in float64 on a copy of the
-    network, where an output outside the receptive field is bitwise unchanged (in float32, fast
-    convolution algorithms would spread rounding differences a little); a network without
-    parameters (an ONNX session) is probed in float32 with a 1e-5 threshold. Cached per network and
-    ``reach``.
-
-    Args:
-        net (nn.Module): The network, in eval mode.
-        scale (int): Its upscale factor.
-        window (int | None): Window size (the probe is a multiple of it, so it needs no padding).
-        reach (int): The largest radius to measure.
-
-    Returns:
-        int | None: The radius, or None when it exceeds ``reach`` (global operations such as RCAN's
-        channel attention or SwinIR's shifted-window attention reach every pixel).
-    """
-    import copy
-
-    import torch
-
-    from mixprior_plugin.export import net_in_channels
-    cached = _RADIUS_CACHE.setdefault(net, {})
-    if reach in cached:
-        return cached[reach]
-    params = list(net.parameters())
-    device = params[0].device if params else torch.device('cpu')
-    probe_net, dtype, threshold = net, torch.float32, 1e-5
-    if params:
-        probe_net, dtype, threshold = copy.deepcopy(net).to(torch.float64).eval(), torch.float64, 0.0
-    side = 2 * reach + 3
-    if window:  # a multiple of the window: no padding, which would mirror the changed pixel
-        side = -(-(side + window) // window) * window
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand(1, net_in_channels(net, {}), side, side, generator=generator, dtype=dtype).to(device)
-    radius = 0
-    start = (side // 2) // window * window if window else side // 2
-    # with windows the reach depends on where the pixel sits in its window: probe its first and last position
-    for centre in ((start, start + window - 1) if window else (start, )):
-        changed = x.clone()
-        changed[..., centre, centre] = 1 - changed[..., centre, centre]
-        with torch.no_grad():
-            diff = (probe_net(changed) - probe_net(x)).abs().amax(dim=(0, 1))
-        rows, cols = torch.nonzero(diff > threshold, as_tuple=True)
-        if len(rows):
-            radius = max(radius, int((rows // scale - centre).abs().max()), int((cols // scale - centre).abs().max()))
-    cached[reach] = radius if radius <= reach else None
-    return cached[reach]
-
-
-def check_tile_overlap(net, scale, window, overlap, inexact_ok=False):
-    """Raise (or, with ``inexact_ok``, warn) unless tiles overlapping by ``overlap`` are exact for ``net``.
-
-    Tiles are exact when the receptive field radius is at most ``overlap // 2`` LR pixels (see
-    :func:`sr_tensor`); the radius comes from :func:`receptive_radius`.
-    """
-    margin = overlap // 2
-    if window and overlap % window:
-        msg = (f'--tile-overlap {overlap} is not a multiple of the window size {window}: the attention windows '
-               'are laid from each tile\'s corner, so tiles are exact only when tile and overlap are multiples of '
-               'the window (or pass --tile-inexact to accept approximate tiles)')
-    elif receptive_radius(net, scale, window, reach=margin) is not None:
-        return
-    else:
-        radius = receptive_radius(net, scale, window)
-        if radius is None:
-            reach = (f'more than {RADIUS_SEARCH_REACH} LR pixels away (global pooling or attention): tiles are '
-                     'never exact for it; evaluate it untiled')
-        else:
-            step = window or 2
-            reach = f'{radius} LR pixels away: use --tile-overlap {-(-2 * radius // step) * step} or more'
-        msg = (f'--tile-overlap {overlap} is too small for {net.__class__.__name__}: tiles are exact only when '
-               f'overlap // 2 >= the receptive field radius, and one LR pixel changes its output {reach} '
-               '(or pass --tile-inexact to accept approximate tiles)')
-    if not inexact_ok:
-        raise EvalError(msg)
-    warnings.warn(msg.split(' (or pass')[0] + ': tiled results are approximate (--tile-inexact).')
-
-
-def super_resolve(method, lr, scale, device='cpu', tile=None, overlap=0, inexact_ok=False):
-    """SR image (uint8 BGR) of ``lr`` (uint8 BGR) by a method (tiling: see :func:`sr_tensor`)."""
-    from basicsr.utils import img2tensor, tensor2img
-
-    from mixprior_plugin.utils.image_io import imresize_uint8
-    if method.is_bicubic:
-        return imresize_uint8(lr, scale)
-    x = img2tensor(lr.astype('float32') / 255., bgr2rgb=True, float32=True)[None].to(device)
-    return tensor2img(sr_tensor(method.net, x, scale, method.window, tile, overlap, inexact_ok))
-
-
-def psnr_beside_bicubic(net, pairs, scale, window=None, device='cpu'):
-    """Mean PSNR (Y, crop_border = scale) of ``net`` and of MATLAB bicubic on LR/HR tensor pairs.
-
-    Args:
-        net (nn.Module): The network (eval mode).
-        pairs (list[tuple[Tensor, Tensor]]): ``(lq, gt)``, each ``(C, H, W)`` RGB in [0, 1], HR = LR x scale.
-        scale (int): Upscale factor.
-        window (int | None): Window size to pad to (SwinIR).
-        device: Where ``net`` runs.
-
-    Returns:
-        tuple[float, float]: The network's and bicubic's PSNR in dB.
-    """
-    from basicsr.metrics import calculate_psnr
-    from basicsr.utils import tensor2img
-
-    from mixprior_plugin.utils.image_io import imresize_uint8
-    net_psnr, bicubic_psnr = [], []
-    for lq, gt in pairs:
-        hr = tensor2img(gt)
-        sr = tensor2img(sr_tensor(net, lq[None].to(device), scale, window))
-        net_psnr.append(calculate_psnr(sr, hr, crop_border=scale, test_y_channel=True))
-        bicubic_psnr.append(calculate_psnr(imresize_uint8(tensor2img(lq), scale), hr, crop_border=scale,
-                                           test_y_channel=True))
-    return sum(net_psnr) / len(net_psnr), sum(bicubic_psnr) / len(bicubic_psnr)
-
-
 # ---- data -------------------------------------------------------------------------------------------
 def test_set_items(root, name, scale):
     """[(image name, HR path, official LR path or None)] of a test set in the shared layout."""
-    from mixprior_plugin.utils.image_io import ImageReadError, find_lr_file, list_images, stem
     set_dir = os.path.join(root, name)
     if not os.path.isdir(set_dir):
         raise EvalError(f'Test set {name} not found: {set_dir} does not exist (--data-root {root})')
@@ -335,7 +160,6 @@ def test_set_items(root, name, scale):
 
 def load_pair(hr_path, lr_path, scale):
     """(HR cropped to a multiple of ``scale``, LR, 'official' | 'generated')."""
-    from mixprior_plugin.utils.image_io import check_lr_fits, crop_to_multiple, imresize_uint8, read_image
     hr = crop_to_multiple(read_image(hr_path)[0], scale)
     if hr.shape[0] < scale or hr.shape[1] < scale:
         raise EvalError(f'{hr_path} is smaller than the scale {scale}')
@@ -360,11 +184,6 @@ def evaluate(methods, root, sets, scale, device='cpu', tile=None, overlap=0, sav
     Returns:
         dict: JSON-ready results (``sets`` -> method -> psnr/ssim/per-image values).
     """
-    from tqdm import tqdm
-
-    from basicsr.metrics import calculate_psnr, calculate_ssim
-
-    from mixprior_plugin.utils.image_io import write_image
     all_items = OrderedDict((s, test_set_items(root, s, scale)) for s in sets)  # fail early on a missing set
     results = OrderedDict(scale=scale, crop_border=scale, metric='PSNR/SSIM on Y (BasicSR calculate_psnr/'
                           'calculate_ssim, test_y_channel=True)', datasets_root=os.path.abspath(root),
@@ -424,10 +243,9 @@ def markdown(results):
 
 def plot_deltas(results, path):
     """Bar chart of delta PSNR against the first method, per test set (matplotlib, Agg)."""
-    import matplotlib
+    import matplotlib  # only the plots need it (slow to import)
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    import numpy as np
     sets = list(results['sets'])
     labels = list(results['deltas'])
     width = 0.8 / max(len(labels), 1)
@@ -448,8 +266,7 @@ def plot_deltas(results, path):
 
 def plot_crop(kept, per_image, name, x, y, size, path):
     """HR with the crop marked, then the zoomed crop of HR and of every method (PSNR in titles)."""
-    import cv2
-    import matplotlib
+    import matplotlib  # only the plots need it (slow to import)
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle

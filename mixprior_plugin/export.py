@@ -4,9 +4,9 @@ The student comes from a training run's option file (``network_g``) and checkpoi
 by default). Formats:
 
 * ``pth``: ``{'params': state_dict}`` that BasicSR's own arch loads with ``strict=True``.
-* ``safetensors``: the same weights without pickle, with metadata (:data:`META_KEYS`): the arch
+* ``safetensors``: the same weights without pickle, with metadata (``utils.student_files.META_KEYS``): the arch
   (type and kwargs as JSON), scale, key layout, source option file and checkpoint, git commit.
-  :func:`load_student_safetensors` rebuilds the student from the file alone.
+  ``utils.student_files.load_student_safetensors`` rebuilds the student from the file alone.
 * ``onnx``: opset :data:`DEFAULT_OPSET` (``--opset``), dynamic batch, height and width. Archs with
   a ``window_size`` (SwinIR) are wrapped so that the graph reflect-pads the input to a multiple of
   the window and crops the output, as BasicSR's SwinIRModel and tools/evaluate.py do; any input
@@ -20,6 +20,7 @@ against the PyTorch student, at two input sizes (the second not a multiple of th
 absolute error and PSNR between the outputs; a max error above ``atol`` is an :class:`ExportError`.
 
 onnx, onnxruntime, onnxscript and safetensors are optional (``pip install mixprior[export]``).
+Reading these files back is :mod:`mixprior_plugin.utils.student_files`.
 """
 import argparse
 import contextlib
@@ -27,52 +28,47 @@ import copy
 import json
 import math
 import os
-import re
 import sys
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from basicsr.utils import img2tensor
+
+from mixprior_plugin.inference import sr_tensor
+from mixprior_plugin.utils.checkpoint import atomic_save, extract_state_dict, load_checkpoint
+from mixprior_plugin.utils.image_io import ImageReadError, list_images, read_image
+from mixprior_plugin.utils.networks import (
+    DEFAULT_PARAM_KEY,
+    arch_window,
+    build_from_safetensors,
+    build_network_and_load,
+    net_in_channels,
+)
+from mixprior_plugin.utils.options import OptionError, yaml_load
+from mixprior_plugin.utils.provenance import git_commit
+from mixprior_plugin.utils.student_files import (
+    FORMAT_TAG,
+    LAYOUTS,
+    ExportError,
+    OnnxSR,
+    check_rcan_original,
+    rcan_to_original,
+    require,
+)
+
 FORMATS = ('pth', 'safetensors', 'onnx')
 EXTENSIONS = {'pth': '.pth', 'safetensors': '.safetensors', 'onnx': '.onnx'}
-INSTALL_HINT = 'pip install mixprior[export]'
 DEFAULT_OPSET = 18
 DEFAULT_ATOL = 1e-4
 DEFAULT_PARITY_CROP = 96
-# Identifies our safetensors / ONNX metadata (a version, so that readers can refuse a future layout).
-FORMAT_TAG = 'mixprior.student.v1'
-META_KEYS = ('format', 'arch', 'arch_type', 'scale', 'layout', 'source_options', 'source_checkpoint', 'param_key',
-             'git_commit', 'git_dirty')
-LAYOUTS = ('basicsr', 'original')
 # Prefixes under which other KD code bases keep the student inside one checkpoint.
 STUDENT_PREFIXES = ('module.', 'net_g.', 'student.', 'model.student.')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class ExportError(ValueError):
-    """A student that cannot be exported or loaded back; the message names the file or key."""
-
-
-def require(module, purpose):
-    """Import an optional dependency, or say how to install it.
-
-    Args:
-        module (str): Module name ('onnx', 'onnxruntime', 'safetensors.torch', 'spandrel').
-        purpose (str): What it is needed for, for the message.
-    """
-    import importlib
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise ExportError(f'{purpose} needs the Python package {module.split(".")[0]!r}, which is not installed '
-                          f'({err}). Install the export extras: {INSTALL_HINT}') from err
-
-
 # ---- the student ------------------------------------------------------------------------------------
-DEFAULT_KEY = 'params_ema'
-
-
 def student_state_dict(ckpt, key, path):
     """The student's weights from a checkpoint, with foreign entries dropped and reported.
 
@@ -85,8 +81,7 @@ def student_state_dict(ckpt, key, path):
     Returns:
         tuple[dict, list[str], str]: State dict, dropped keys, key used.
     """
-    from mixprior_plugin.utils.checkpoint import extract_state_dict
-    state, used = extract_state_dict(ckpt, key or DEFAULT_KEY, path, None if key is None else '--key')
+    state, used = extract_state_dict(ckpt, key or DEFAULT_PARAM_KEY, path, None if key is None else '--key')
     kept, dropped = {}, []
     has_prefixed = any(k.startswith(STUDENT_PREFIXES) for k in state)
     for k, v in state.items():
@@ -105,22 +100,21 @@ def student_state_dict(ckpt, key, path):
 def build_student(opt_path, ckpt_path, key=None):
     """Build ``network_g`` of an option file and load the student's weights strictly.
 
+    Args:
+        opt_path (str): Option file with ``network_g``.
+        ckpt_path (str): Checkpoint holding the student (see :func:`student_state_dict`).
+        key (str | None): Param key (None: 'params_ema', falling back to 'params'; named: must exist).
+
     Returns:
         tuple[nn.Module, dict, str, list[str]]: Network (eval mode), arch dict, key used, dropped keys.
     """
-    from basicsr.archs import build_network
-
-    import mixprior_plugin  # noqa: F401  (registers archs)
-    from mixprior_plugin.utils.checkpoint import load_checkpoint, load_state_checked
-    from mixprior_plugin.utils.options import OptionError, yaml_load
     opt = yaml_load(opt_path)
     if 'network_g' not in opt:
         raise OptionError(f'{opt_path} has no network_g (the student arch)')
     arch = json.loads(json.dumps(opt['network_g']))  # plain JSON-able dict
-    net = build_network(dict(arch))
     state, dropped, used = student_state_dict(load_checkpoint(ckpt_path), key, ckpt_path)
-    load_state_checked(net, state, f'{ckpt_path} [{used}]', f'network_g of {opt_path}')
-    return net.eval().requires_grad_(False), arch, used, dropped
+    net = build_network_and_load(arch, state, source=f'{ckpt_path} [{used}]', target=f'network_g of {opt_path}').net
+    return net, arch, used, dropped
 
 
 def arch_scale(arch):
@@ -129,118 +123,6 @@ def arch_scale(arch):
     if not isinstance(scale, int) or scale < 1:
         raise ExportError(f'Arch {arch.get("type")} has no integer upscale/scale (got {scale!r})')
     return scale
-
-
-def arch_window(arch, net=None):
-    """The size LR inputs must be a multiple of (SwinIR's ``window_size``), or None."""
-    return arch.get('window_size') or (getattr(net, 'window_size', None) if net is not None else None)
-
-
-# ---- RCAN in the original layout -----------------------------------------------------------------------
-_RCAN_RULES = (  # (BasicSR key pattern, original key template); {g} group, {b} block, {k} upsample index
-    (r'conv_first\.(weight|bias)$', 'head.0.{p}'),
-    (r'body\.(\d+)\.residual_group\.(\d+)\.rcab\.0\.(weight|bias)$', 'body.{g}.body.{b}.body.0.{p}'),
-    (r'body\.(\d+)\.residual_group\.(\d+)\.rcab\.2\.(weight|bias)$', 'body.{g}.body.{b}.body.2.{p}'),
-    (r'body\.(\d+)\.residual_group\.(\d+)\.rcab\.3\.attention\.1\.(weight|bias)$',
-     'body.{g}.body.{b}.body.3.conv_du.0.{p}'),
-    (r'body\.(\d+)\.residual_group\.(\d+)\.rcab\.3\.attention\.3\.(weight|bias)$',
-     'body.{g}.body.{b}.body.3.conv_du.2.{p}'),
-    (r'body\.(\d+)\.conv\.(weight|bias)$', 'body.{g}.body.{nb}.{p}'),
-    (r'conv_after_body\.(weight|bias)$', 'body.{ng}.{p}'),
-    (r'upsample\.(\d+)\.(weight|bias)$', 'tail.0.{k}.{p}'),
-    (r'conv_last\.(weight|bias)$', 'tail.1.{p}'),
-)
-
-
-def check_rcan_original(arch):
-    """Raise unless BasicSR's RCAN ``arch`` has an exact equivalent in the original RCAN code.
-
-    The original code (and spandrel, which assumes it) works on [0, 255] with 3-channel mean shifts
-    and ignores ``res_scale``.
-    """
-    problems = []
-    if arch.get('type') != 'RCAN':
-        problems.append(f'type is {arch.get("type")!r}, not RCAN')
-    if float(arch.get('img_range', 255.)) != 255.:
-        problems.append(f'img_range is {arch.get("img_range")} (must be 255)')
-    if float(arch.get('res_scale', 1)) != 1.:
-        problems.append(f'res_scale is {arch.get("res_scale")} (must be 1)')
-    if arch.get('num_in_ch', 3) != 3 or arch.get('num_out_ch', 3) != 3:
-        problems.append(f'num_in_ch/num_out_ch are {arch.get("num_in_ch")}/{arch.get("num_out_ch")} (must be 3/3)')
-    if problems:
-        raise ExportError('--rcan-layout original: the student has no exact original-RCAN equivalent: '
-                          + '; '.join(problems))
-
-
-def rcan_to_original(state, arch):
-    """BasicSR RCAN state dict -> the original RCAN code's key names (weights unchanged).
-
-    Args:
-        state (dict[str, Tensor]): BasicSR RCAN weights.
-        arch (dict): Its arch dict (``num_group``, ``num_block``, ``rgb_mean``, ``img_range``).
-
-    Returns:
-        dict[str, Tensor]: Original-layout weights, including the fixed ``sub_mean``/``add_mean``
-        1x1 convolutions that hold the mean shift.
-    """
-    check_rcan_original(arch)
-    num_group, num_block = arch.get('num_group', 10), arch.get('num_block', 16)
-    out = {}
-    for key, value in state.items():
-        for pattern, template in _RCAN_RULES:
-            m = re.match(pattern, key)
-            if m:
-                *idx, param = m.groups()
-                fields = dict(p=param, ng=num_group, nb=num_block)
-                if template.startswith('body.{g}'):
-                    fields.update(g=idx[0], b=idx[1] if len(idx) > 1 else None)
-                elif template.startswith('tail.0'):
-                    fields.update(k=idx[0])
-                out[template.format(**fields)] = value
-                break
-        else:
-            raise ExportError(f'RCAN weight {key!r} has no place in the original RCAN layout')
-    mean = torch.tensor(arch.get('rgb_mean', (0.4488, 0.4371, 0.4040)), dtype=torch.float32)
-    img_range = float(arch.get('img_range', 255.))
-    eye = torch.eye(3).view(3, 3, 1, 1)
-    out.update({'sub_mean.weight': eye.clone(), 'sub_mean.bias': -img_range * mean,
-                'add_mean.weight': eye.clone(), 'add_mean.bias': img_range * mean})
-    return out
-
-
-def rcan_from_original(state, arch):
-    """Inverse of :func:`rcan_to_original` (the mean shifts are checked, then dropped)."""
-    num_group, num_block = arch.get('num_group', 10), arch.get('num_block', 16)
-    inverse = {}
-    for g in range(num_group):
-        for b in range(num_block):
-            for src, dst in (('body.0', 'rcab.0'), ('body.2', 'rcab.2'), ('body.3.conv_du.0', 'rcab.3.attention.1'),
-                             ('body.3.conv_du.2', 'rcab.3.attention.3')):
-                inverse[f'body.{g}.body.{b}.{src}'] = f'body.{g}.residual_group.{b}.{dst}'
-        inverse[f'body.{g}.body.{num_block}'] = f'body.{g}.conv'
-    inverse.update({'head.0': 'conv_first', f'body.{num_group}': 'conv_after_body', 'tail.1': 'conv_last'})
-    out = {}
-    for key, value in state.items():
-        module, _, param = key.rpartition('.')
-        if module in ('sub_mean', 'add_mean'):
-            continue
-        if module.startswith('tail.0.'):
-            out[f'upsample.{module[len("tail.0."):]}.{param}'] = value
-        elif module in inverse:
-            out[f'{inverse[module]}.{param}'] = value
-        else:
-            raise ExportError(f'{key!r} is not a weight of an original-layout RCAN with {num_group} groups of '
-                              f'{num_block} blocks')
-    expected = rcan_to_original({}, arch) if arch.get('type') == 'RCAN' else {}
-    for name in ('sub_mean.bias', 'add_mean.bias'):
-        if name in state and not torch.allclose(state[name].float(), expected[name], atol=1e-4):
-            raise ExportError(f'{name} of the original-layout RCAN does not match rgb_mean/img_range of the arch')
-    return out
-
-
-def is_original_rcan(state):
-    """Whether a state dict uses the original RCAN code's key names."""
-    return 'head.0.weight' in state and 'tail.1.weight' in state
 
 
 # ---- safetensors ---------------------------------------------------------------------------------------
@@ -262,80 +144,6 @@ def save_safetensors(state, path, meta):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def load_safetensors(path):
-    """Weights and metadata of a .safetensors file; a corrupt or truncated file names itself.
-
-    Returns:
-        tuple[dict[str, Tensor], dict[str, str]]: State dict and raw metadata.
-    """
-    st = require('safetensors', 'Reading .safetensors')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'safetensors file not found: {path}')
-    try:
-        with st.safe_open(path, framework='pt', device='cpu') as f:
-            meta = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:  # SafetensorError, OSError, ... for truncated or foreign files
-        raise ExportError(f'Cannot read {path}: {err.__class__.__name__}: {err}. The file is corrupt, truncated or '
-                          'not a safetensors file.') from err
-    return state, meta
-
-
-def safetensors_meta(path, meta):
-    """Parsed metadata of a student file: arch (dict), scale (int), layout (str), the rest as stored."""
-    if meta.get('format') != FORMAT_TAG or 'arch' not in meta:
-        raise ExportError(f'{path} carries no mixprior arch metadata (format {meta.get("format")!r}, expected '
-                          f'{FORMAT_TAG!r}): export it with mixprior-export, or load the weights with an option '
-                          'file')
-    try:
-        arch = json.loads(meta['arch'])
-        scale = int(meta['scale'])
-    except (ValueError, KeyError, TypeError) as err:
-        raise ExportError(f'{path}: unreadable arch/scale metadata: {err}') from err
-    layout = meta.get('layout', 'basicsr')
-    if layout not in LAYOUTS:
-        raise ExportError(f'{path}: unknown key layout {layout!r} (known: {", ".join(LAYOUTS)})')
-    return dict(meta, arch=arch, scale=scale, layout=layout)
-
-
-def load_student_safetensors(path):
-    """Arch, BasicSR-layout weights and metadata of a student exported to safetensors.
-
-    Returns:
-        tuple[dict, dict[str, Tensor], dict]: Arch dict, state dict, parsed metadata.
-    """
-    state, raw = load_safetensors(path)
-    meta = safetensors_meta(path, raw)
-    if meta['layout'] == 'original':
-        state = rcan_from_original(state, meta['arch'])
-    return meta['arch'], state, meta
-
-
-def build_from_safetensors(path, device='cpu'):
-    """The student network of a safetensors file (strict load, eval mode) and its metadata."""
-    from basicsr.archs import build_network
-
-    import mixprior_plugin  # noqa: F401
-    from mixprior_plugin.utils.checkpoint import load_state_checked
-    arch, state, meta = load_student_safetensors(path)
-    net = build_network(dict(arch))
-    load_state_checked(net, state, path, f'{arch["type"]} from the metadata of {path}')
-    return net.eval().requires_grad_(False).to(device), meta
-
-
-def state_for_checkpoint(path, arch):
-    """BasicSR-layout weights from a .safetensors file or an original-layout RCAN .pth, for ``arch``.
-
-    Returns None for any other file (the caller loads it as a BasicSR checkpoint).
-    """
-    if path.endswith('.safetensors'):
-        meta_arch, state, _ = load_student_safetensors(path)
-        if arch is not None and arch.get('type') != meta_arch.get('type'):
-            raise ExportError(f'{path} holds a {meta_arch.get("type")} but the options ask for {arch.get("type")}')
-        return state
-    return None
 
 
 # ---- ONNX --------------------------------------------------------------------------------------------
@@ -479,56 +287,6 @@ class _Null:
 _NULL = _Null()
 
 
-def net_in_channels(net, arch):
-    """Input channels of an SR arch (``num_in_ch`` / ``in_chans``, else the first conv's)."""
-    for key in ('num_in_ch', 'in_chans', 'in_channels'):
-        if key in arch:
-            return arch[key]
-    first = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
-    return first.in_channels if first is not None else 3
-
-
-class OnnxSR(nn.Module):
-    """An exported .onnx student run by onnxruntime on CPU, callable like the PyTorch network.
-
-    Args:
-        path (str): The .onnx file.
-        threads (int | None): onnxruntime intra-op threads (default: torch's thread count).
-
-    Attributes:
-        meta (dict): The model's metadata_props (``arch`` and ``num_params`` parsed from JSON).
-    """
-
-    def __init__(self, path, threads=None):
-        super().__init__()
-        ort = require('onnxruntime', 'Running .onnx files')
-        onnx = require('onnx', 'Reading .onnx files')
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f'ONNX file not found: {path}')
-        try:
-            proto = onnx.load(path, load_external_data=False)
-            onnx.checker.check_model(proto)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads or torch.get_num_threads()
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            self.session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-        except Exception as err:  # DecodeError, ValidationError, onnxruntime's Fail/InvalidProtobuf ...
-            raise ExportError(f'Cannot load ONNX model {path}: {err.__class__.__name__}: {err}. The file is corrupt, '
-                              'truncated or not an ONNX model.') from err
-        self.path = path
-        self.input_name = self.session.get_inputs()[0].name
-        self.meta = {p.key: p.value for p in proto.metadata_props}
-        for key in ('arch', 'num_params', 'scale'):
-            if key in self.meta:
-                self.meta[key] = json.loads(self.meta[key])
-
-    def forward(self, x):
-        """(N, C, H, W) float tensor -> SR tensor on the same device."""
-        out = self.session.run(None, {self.input_name: x.detach().cpu().float().contiguous().numpy()})[0]
-        return torch.from_numpy(out).to(x.device)
-
-
 # ---- parity ------------------------------------------------------------------------------------------
 def output_psnr(reference, candidate):
     """PSNR (dB, peak 1) between two outputs in [0, 1]; inf when equal."""
@@ -547,7 +305,6 @@ def parity_inputs(image, window, crop=DEFAULT_PARITY_CROP):
     Returns:
         list[Tensor]: (1, 3, h, w) RGB tensors in [0, 1].
     """
-    from basicsr.utils import img2tensor
     x = img2tensor(image.astype('float32') / 255., bgr2rgb=True, float32=True)[None]
     if crop:
         x = x[..., :crop, :crop]
@@ -575,7 +332,6 @@ def measure_parity(reference, candidates, inputs, scale, window, atol=DEFAULT_AT
     Returns:
         list[dict]: One row per (candidate, input): name, size, max_abs, psnr, ok.
     """
-    from mixprior_plugin.evaluation import sr_tensor
     rows = []
     for x in inputs:
         ref = sr_tensor(reference, x, scale, window)
@@ -593,8 +349,6 @@ def measure_parity(reference, candidates, inputs, scale, window, atol=DEFAULT_AT
 
 def default_parity_image(opt_path):
     """First LR image of a validation/test dataset of the option file (a real image of the run)."""
-    from mixprior_plugin.utils.image_io import ImageReadError, list_images
-    from mixprior_plugin.utils.options import yaml_load
     opt = yaml_load(opt_path)
     for phase, ds in sorted((opt.get('datasets') or {}).items(), key=lambda kv: kv[0] == 'train'):
         folder = (ds or {}).get('dataroot_lq')
@@ -639,9 +393,6 @@ def export_student(opt_path, ckpt_path, out, formats=None, key=None, rcan_layout
     Returns:
         dict: ``num_params``, ``files`` ({format: path}), ``sizes`` (bytes), ``parity`` rows, ``key``.
     """
-    from mixprior_plugin.utils.checkpoint import atomic_save
-    from mixprior_plugin.utils.image_io import read_image
-    from mixprior_plugin.utils.provenance import git_commit
     if formats is None:
         ext = os.path.splitext(out)[1]
         formats = [f for f, e in EXTENSIONS.items() if e == ext] or list(FORMATS)
@@ -699,7 +450,7 @@ def export_student(opt_path, ckpt_path, out, formats=None, key=None, rcan_layout
     candidates = {}
     if 'safetensors' in files:
         reloaded, _ = build_from_safetensors(files['safetensors'])
-        candidates['safetensors (reloaded)'] = lambda x, m=reloaded: _padded_call(m, x, scale, window)
+        candidates['safetensors (reloaded)'] = lambda x, m=reloaded: sr_tensor(m, x, scale, window)
     if 'onnx' in files:
         candidates['onnxruntime (CPU)'] = OnnxSR(files['onnx'])
     if candidates:
@@ -717,38 +468,6 @@ def export_student(opt_path, ckpt_path, out, formats=None, key=None, rcan_layout
             raise ExportError('Parity failed: ' + ', '.join(f'{r["name"]} at {r["size"]} (max abs {r["max_abs"]:.2e} '
                                                             f'> {atol:g})' for r in failed))
     return dict(num_params=num_params, files=files, sizes=sizes, parity=parity, key=used, arch=arch)
-
-
-def _padded_call(net, x, scale, window):
-    from mixprior_plugin.evaluation import sr_tensor
-    return sr_tensor(net, x, scale, window)
-
-
-# ---- mixprior-test ------------------------------------------------------------------------------------
-def enable_safetensors_in_test():
-    """Let BasicSR's test pipeline take a .safetensors student as ``path.pretrain_network_g``.
-
-    ``network_g`` may then be left out of the option file (it comes from the file's metadata); when
-    given, its type must match. The weights are loaded by ``CheckpointMixin.load_network``, which
-    converts weights in the original RCAN layout back.
-    """
-    test_mod = sys.modules['basicsr.test']
-    if getattr(test_mod.build_model, '_mixprior_safetensors', False):
-        return
-    original_build = test_mod.build_model
-
-    def build_model(opt):
-        weights = (opt.get('path') or {}).get('pretrain_network_g')
-        if isinstance(weights, str) and weights.endswith('.safetensors'):
-            arch, _, _ = load_student_safetensors(weights)
-            if opt.get('network_g') is None:
-                opt['network_g'] = arch
-            elif opt['network_g'].get('type') != arch.get('type'):
-                raise ExportError(f'{weights} holds a {arch.get("type")} but network_g is {opt["network_g"]["type"]}')
-        return original_build(opt)
-
-    build_model._mixprior_safetensors = True
-    test_mod.build_model = build_model
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------

@@ -578,15 +578,6 @@ class FeatureRecorder:
         self._handles = []
 
 
-def pad_to_multiple(x, multiple):
-    """Reflect-pad ``(N, C, H, W)`` on the bottom/right to multiples of ``multiple``."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x, (0, 0)
-    mode = 'reflect' if ph < h and pw < w else 'replicate'
-    return F.pad(x, (0, pw, 0, ph), mode=mode), (ph, pw)
-
 DISTILL_KEYS = tuple(options_schema.allowed_keys('distill'))  # the keys' home: mixprior_plugin/options_schema.py
 
 

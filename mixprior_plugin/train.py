@@ -10,14 +10,14 @@ BasicSR's conventions: experiments/<name>/, tb_logger/<name>/. A mistake in the 
 stops the run with one line naming the key or file (exit status 1; the traceback with --debug).
 """
 import os
+import sys
+
+from mixprior_plugin import basicsr_fixes
 
 
 def main(argv=None):
-    import sys
     if argv is not None:
         sys.argv = [sys.argv[0]] + list(argv)
-    import mixprior_plugin  # noqa: F401  (registers archs, losses, models)
-    from mixprior_plugin import basicsr_fixes
     basicsr_fixes.apply()
     from basicsr.train import train_pipeline
     basicsr_fixes.report_errors('mixprior-train', lambda: train_pipeline(os.getcwd()))

@@ -14,8 +14,11 @@ from basicsr.archs import build_network
 
 from helpers import FAMILIES, REPO, SHARED_DATASETS, run_cli, tiny_arch, write_yaml
 from mixprior_plugin import export
-from mixprior_plugin.evaluation import EvalError, build_method, sr_tensor
+from mixprior_plugin.evaluation import build_method
+from mixprior_plugin.inference import EvalError, sr_tensor
+from mixprior_plugin.utils import student_files
 from mixprior_plugin.utils.image_io import list_images, read_image
+from mixprior_plugin.utils.networks import build_from_safetensors
 
 SCALE = 2
 ONNX_ATOL = 1e-4  # fp32 onnxruntime vs PyTorch, outputs in [0, 1] (docs/export.md)
@@ -29,7 +32,7 @@ def _missing_extras():
 
 if _missing_extras():  # say why, loudly: the test environment (tools/setup_env.sh) installs them
     pytest.skip(f'export extras not installed ({", ".join(_missing_extras())}): run tools/setup_env.sh or '
-                f'{export.INSTALL_HINT}', allow_module_level=True)
+                f'{student_files.INSTALL_HINT}', allow_module_level=True)
 
 
 def _to_tensor(img):
@@ -88,7 +91,7 @@ def test_three_formats_written_with_metadata_and_report(exported, family):
     build_network(dict(run['arch'])).load_state_dict(pth['params'], strict=True)
     assert all(torch.equal(pth['params'][k], run['ema'][k]) for k in run['ema'])
     # .safetensors: same weights, metadata enough to rebuild the student without an option file
-    arch, state, meta = export.load_student_safetensors(files['safetensors'])
+    arch, state, meta = student_files.load_student_safetensors(files['safetensors'])
     assert arch == run['arch'] and meta['scale'] == SCALE and meta['layout'] == 'basicsr'
     assert meta['source_checkpoint'] == os.path.abspath(run['ckpt']) and meta['param_key'] == 'params_ema'
     assert re.fullmatch(r'[0-9a-f]{40}', meta['git_commit'])
@@ -105,8 +108,8 @@ def test_onnx_and_safetensors_match_pytorch_at_two_sizes(exported, family, tiny_
     run = exported[family]
     net = _student(run)
     window = run['arch'].get('window_size')
-    onnx_net = export.OnnxSR(run['result']['files']['onnx'])
-    reloaded, _ = export.build_from_safetensors(run['result']['files']['safetensors'])
+    onnx_net = student_files.OnnxSR(run['result']['files']['onnx'])
+    reloaded, _ = build_from_safetensors(run['result']['files']['safetensors'])
     image = _to_tensor(read_image(list_images(tiny_data[SCALE][1])[1])[0])  # 48 x 48 LR
     # a window multiple, then sizes that are not (13 x 21 and a batch of 2 at 19 x 30)
     for x in (image[..., :16, :32], image[..., :13, :21], torch.cat([image, image.flip(-1)])[..., :19, :30]):
@@ -149,14 +152,14 @@ def test_rcan_original_layout_round_trip_and_refusals(exported):
     assert 'head.0.weight' in original and 'body.0.body.0.body.3.conv_du.0.weight' in original
     assert 'body.1.body.1.weight' in original and 'body.2.weight' in original and 'tail.1.weight' in original
     assert not any(k.startswith(('conv_first', 'upsample', 'conv_last')) for k in original)
-    back = export.rcan_from_original(original, run['arch'])
+    back = student_files.rcan_from_original(original, run['arch'])
     assert back.keys() == run['ema'].keys() and all(torch.equal(back[k], run['ema'][k]) for k in back)
-    _, state, meta = export.load_student_safetensors(run['original']['safetensors'])
+    _, state, meta = student_files.load_student_safetensors(run['original']['safetensors'])
     assert meta['layout'] == 'original' and all(torch.equal(state[k], run['ema'][k]) for k in run['ema'])
     for change, word in ((dict(res_scale=0.5), 'res_scale'), (dict(img_range=1.), 'img_range'),
                          (dict(type='EDSR'), 'RCAN')):
-        with pytest.raises(export.ExportError, match=word):
-            export.rcan_to_original(run['ema'], dict(run['arch'], **change))
+        with pytest.raises(student_files.ExportError, match=word):
+            student_files.rcan_to_original(run['ema'], dict(run['arch'], **change))
 
 
 def test_evaluate_gives_same_psnr_for_pth_safetensors_onnx(exported, tmp_path):
@@ -219,10 +222,10 @@ def _damaged(src, dst, how):
 @pytest.mark.parametrize('how', ['truncated', 'garbage'])
 def test_corrupt_file_gives_clear_error_naming_it(exported, fmt, how, tmp_path, bad_case):
     bad = _damaged(exported['EDSR']['result']['files'][fmt], str(tmp_path / f'bad_student.{fmt}'), how)
-    loader = export.load_student_safetensors if fmt == 'safetensors' else export.OnnxSR
-    with pytest.raises(export.ExportError, match=re.escape(bad)):
+    loader = student_files.load_student_safetensors if fmt == 'safetensors' else student_files.OnnxSR
+    with pytest.raises(student_files.ExportError, match=re.escape(bad)):
         loader(bad)
-    with pytest.raises((export.ExportError, EvalError)) as err:
+    with pytest.raises((student_files.ExportError, EvalError)) as err:
         build_method('bad', bad, None, SCALE, 'cpu')
     assert bad in bad_case.message(err.value) and 'corrupt' in str(err.value)
 
@@ -232,7 +235,7 @@ def test_safetensors_without_metadata_and_wrong_arch_are_refused(exported, tmp_p
     from safetensors.torch import save_file
     plain = str(tmp_path / 'plain.safetensors')
     save_file({k: v.contiguous() for k, v in exported['EDSR']['ema'].items()}, plain)
-    with pytest.raises(export.ExportError, match='no mixprior arch metadata') as info:
+    with pytest.raises(student_files.ExportError, match='no mixprior arch metadata') as info:
         build_method('plain', plain, None, SCALE, 'cpu')
     bad_case.message(info.value)
     with pytest.raises(EvalError, match='holds a EDSR but the arch given is RCAN') as info:
@@ -267,7 +270,7 @@ def test_export_tool_keeps_pth_only_default(exported, tmp_path, capsys):
 
 @pytest.mark.bad_input
 def test_parity_above_tolerance_is_an_error(exported, monkeypatch, tmp_path, bad_case):
-    real_build = export.build_from_safetensors
+    real_build = build_from_safetensors
 
     def perturbed(path, device='cpu'):  # a reload that does not reproduce the student
         net, meta = real_build(path, device)

@@ -24,7 +24,7 @@ from helpers import (
     tiny_arch,
     write_yaml,
 )
-from mixprior_plugin.evaluation import EvalError, receptive_radius, sr_tensor
+from mixprior_plugin.inference import EvalError, receptive_radius, sr_tensor
 from mixprior_plugin.utils.checkpoint import CheckpointMismatchError, load_state_checked
 
 SCALE = 2

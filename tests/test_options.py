@@ -14,7 +14,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 from helpers import REPO
 from mixprior_plugin.stages import build_adapters
 from mixprior_plugin.utils.options import normalise_teacher_aliases, yaml_load
-from mixprior_plugin.utils.validation import registry_lookup
+from mixprior_plugin.utils.registry import registry_lookup
 
 FILES = sorted(glob.glob(os.path.join(REPO, 'options', 'train', '**', '*.yml'), recursive=True))
 SHARED_KEYS = ('scale', 'manual_seed', 'datasets', 'network_g')

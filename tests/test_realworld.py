@@ -259,7 +259,8 @@ def test_basicsr_realesrnet_model_builds_on_cpu_through_the_entry_point(hr_data)
 
 
 def test_synthesis_crop_and_pool_options_are_checked(hr_data):
-    from mixprior_plugin.models.synthesis import check_synthesis_options, random_crops
+    from mixprior_plugin.models.synthesis import random_crops
+    from mixprior_plugin.utils.model_types import check_synthesis_options
     opt = model_opt('RealESRNetKDModel', hr_data, datasets=dict(train=dict(batch_size_per_gpu=2)))
     check_synthesis_options(opt)
     with pytest.raises(OptionError, match=r'synth_crop_size=64 is too small: it must be >= 74 \(set by '
@@ -488,6 +489,7 @@ def test_compact_student_exports_and_spandrel_loads_it_as_compact(hr_data, tmp_p
 
     from helpers import write_yaml
     from mixprior_plugin import export
+    from mixprior_plugin.utils import student_files
     seed_all(0)
     net = build_network(dict(STUDENT))
     with torch.no_grad():  # PReLU slopes away from their 0.25 init, so a wrong activation would show
@@ -512,7 +514,7 @@ def test_compact_student_exports_and_spandrel_loads_it_as_compact(hr_data, tmp_p
                 ours, theirs = net(inp), model.model(inp)
             assert (ours - theirs).abs().max().item() <= 1e-5, fmt
     with torch.no_grad():
-        assert (export.OnnxSR(result['files']['onnx'])(x) - net(x)).abs().max().item() <= 1e-4
+        assert (student_files.OnnxSR(result['files']['onnx'])(x) - net(x)).abs().max().item() <= 1e-4
     state = torch.load(result['files']['pth'], weights_only=True)['params']
     assert set(state) == set(net.state_dict())  # the student alone
 
@@ -645,7 +647,8 @@ def test_retrofit_doc_diffs_apply_to_basicsrs_files_and_pass_the_checks():
 
     from mixprior_plugin.stages import build_adapters
     from mixprior_plugin.utils.options import yaml_load
-    from mixprior_plugin.utils.validation import registry_lookup, validate_options
+    from mixprior_plugin.utils.registry import registry_lookup
+    from mixprior_plugin.utils.validation import validate_options
     diffs = _retrofit_diffs()
     assert [p for p, _ in diffs] == ['options/train/RealESRGAN/train_realesrnet_x4plus.yml',
                                      'options/train/RealESRGAN/train_realesrgan_x4plus.yml',

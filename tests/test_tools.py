@@ -26,6 +26,7 @@ from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from helpers import REPO, SHARED_DATASETS, base_model_opt, save_random_teacher, smooth_image, tiny_arch, write_yaml
+from mixprior_plugin.inference import sr_tensor
 from mixprior_plugin.models.kd_model import KDModel
 
 
@@ -340,17 +341,17 @@ def test_evaluate_tiles_are_exact_for_conv_nets_and_swinir_is_padded(tmp_path):
     with torch.no_grad():
         ref = net(x)
     # receptive field radius of the tiny EDSR: 8 LR pixels <= overlap // 2 (test_no_wrong_numbers: smaller overlaps)
-    tiled = evaluate.sr_tensor(net, x, 2, tile=24, overlap=16)
+    tiled = sr_tensor(net, x, 2, tile=24, overlap=16)
     assert tiled.shape == ref.shape and torch.allclose(tiled, ref, atol=1e-5)
-    assert torch.equal(evaluate.sr_tensor(net, x, 2, tile=64, overlap=16), ref)  # image smaller than a tile
+    assert torch.equal(sr_tensor(net, x, 2, tile=64, overlap=16), ref)  # image smaller than a tile
     swin = build_network(tiny_arch('SwinIR', 'g', 4)).eval()
     x = torch.rand(1, 3, 12, 20)
-    out = evaluate.sr_tensor(swin, x, 4, window=8)
+    out = sr_tensor(swin, x, 4, window=8)
     padded = torch.nn.functional.pad(x, (0, 4, 0, 4), mode='reflect')
     with torch.no_grad():
         assert torch.allclose(out, swin(padded)[..., :48, :80], atol=1e-6)
     with pytest.raises(ValueError, match='multiple of the window'):
-        evaluate.sr_tensor(swin, torch.rand(1, 3, 40, 40), 4, window=8, tile=20, overlap=4)
+        sr_tensor(swin, torch.rand(1, 3, 40, 40), 4, window=8, tile=20, overlap=4)
     # through the CLI: tiled and untiled EDSR give the same figures
     root, _ = fake_root(tmp_path, scale=2)
     save_student(str(tmp_path / 's.pth'), tiny_arch('EDSR', 'g', 2), 3)

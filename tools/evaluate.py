@@ -14,7 +14,7 @@ Protocol (the usual one of SR papers, computed with BasicSR's own functions):
   output (up to float rounding) when the network's receptive field radius is at most O // 2 LR
   pixels (and, for windowed archs, T and O are multiples of the window). The radius is measured
   once per network by a probe (one LR pixel changed, in float64: how far the output changes;
-  ``mixprior_plugin.evaluation.receptive_radius``); a smaller overlap is an error that states the
+  ``mixprior_plugin.inference.receptive_radius``); a smaller overlap is an error that states the
   radius, or a warning with ``--tile-inexact``. Untiled (the default) is always exact.
 * "bicubic" (``--bicubic``, or the checkpoint ``bicubic`` in ``--compare``) is no network: the LR
   image upscaled by MATLAB-style bicubic, ``imresize(lr / 255., s)``, rounded to uint8.
@@ -68,7 +68,6 @@ from mixprior_plugin.evaluation import (
     parse_compare,
     plot_crop,
     plot_deltas,
-    sr_tensor,  # noqa: F401  (tests call evaluate.sr_tensor)
 )
 
 DEFAULT_ROOT = 'datasets'  # BasicSR's layout, relative to the current folder (as option files' dataroot_*)

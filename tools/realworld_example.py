@@ -130,7 +130,7 @@ def evaluate(work):
 
     from basicsr.metrics import calculate_niqe, calculate_psnr
 
-    from mixprior_plugin.evaluation import super_resolve
+    from mixprior_plugin.inference import super_resolve
     from mixprior_plugin.utils.image_io import list_images, read_image, stem
     nets = methods(work)
     results = OrderedDict(sets=OrderedDict(), methods=[m.describe() for m in nets])

@@ -1,15 +1,25 @@
 """The benchmark's data: training pairs held in memory, the held-out validation split and its learning-curve
 scorer, the evaluation folders."""
 import hashlib
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
+import torch
+from tqdm import tqdm
+
+from basicsr.metrics import calculate_psnr
+from basicsr.utils import img2tensor, tensor2img
+
+from mixprior_plugin.inference import sr_tensor
+from mixprior_plugin.utils.image_io import hr_lr_pair, list_images
 from .profiles import VAL_SET, BenchmarkError
 
 
 def split_paths(folders, val_count):
     """Training image paths and the held-out validation paths (the last ``val_count`` of the last folder)."""
-    from mixprior_plugin.utils.image_io import list_images
     per_folder = [sorted(list_images(f)) for f in folders]
     if not per_folder or not per_folder[-1]:
         raise BenchmarkError(f'No training images in {folders}')
@@ -32,14 +42,6 @@ class InMemoryPairs:
     """
 
     def __init__(self, paths, device, lq_patch, scale, workers=None):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-        from functools import partial
-
-        import torch
-        from tqdm import tqdm
-
-        from mixprior_plugin.utils.image_io import hr_lr_pair
         workers = workers or min(16, os.cpu_count() or 1)
         if workers == 1:
             pairs = [hr_lr_pair(p, scale) for p in tqdm(paths, desc='LR images', mininterval=5)]
@@ -61,7 +63,6 @@ class InMemoryPairs:
 
     def batch(self, size, generator):
         """``(lq (B, 3, p, p), gt (B, 3, sp, sp))`` in [0, 1] with random flips and rotations."""
-        import torch
         p, s = self.lq_patch, self.scale
         picks = torch.randint(len(self.hr), (size, ), generator=generator).tolist()
         lqs, gts = [], []
@@ -99,15 +100,10 @@ class ValidationCurve:
     """
 
     def __init__(self, paths, scale, device):
-        from mixprior_plugin.utils.image_io import hr_lr_pair
         self.pairs = [hr_lr_pair(p, scale) for p in paths]
         self.scale, self.device = scale, device
 
     def psnr(self, net):
-        from basicsr.metrics import calculate_psnr
-        from basicsr.utils import img2tensor, tensor2img
-
-        from mixprior_plugin.evaluation import sr_tensor
         was_training = net.training
         net.eval()
         total = 0.0

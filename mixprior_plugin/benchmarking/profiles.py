@@ -5,6 +5,8 @@ import json
 import os
 from copy import deepcopy
 
+from mixprior_plugin.models.mipkd_model import mixer_settings
+from mixprior_plugin.utils.options import yaml_load
 from mixprior_plugin.utils.tooling import training_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,7 +68,6 @@ def options_dir(profile):
 
 def load_options(path, smoke=False):
     """An option file as plain dicts (with the --smoke arch shrink applied)."""
-    from mixprior_plugin.utils.options import yaml_load
     if not os.path.isfile(path):
         raise BenchmarkError(f'Option file not found: {path} (run tools/gen_options.py)')
     opt = json.loads(json.dumps(yaml_load(path)))
@@ -147,7 +148,6 @@ def resolved_settings(opt):
     """The settings the model will use beyond the file (MiPKD's mixer defaults filled in)."""
     if opt.get('model_type') != 'MiPKDModel':
         return {}
-    from mixprior_plugin.models.mipkd_model import mixer_settings
     return mixer_settings(opt)
 
 

@@ -4,6 +4,11 @@ import json
 import os
 import time
 
+import torch
+
+from basicsr.models import build_model
+
+from mixprior_plugin.utils.provenance import run_meta
 from mixprior_plugin.utils.tooling import write_json
 from .data import InMemoryPairs, ValidationCurve, prepare_eval_roots, split_paths
 from .profiles import (
@@ -24,7 +29,7 @@ from .training import evaluate_net, plateau, save_weights, train, train_teacher
 @contextlib.contextmanager
 def locked_meta(path):
     """meta.json as a dict, read and written back under an exclusive lock (workers share it)."""
-    import fcntl
+    import fcntl  # POSIX only: imported where the workers' lock is taken
     with open(path + '.lock', 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         meta = json.load(open(path)) if os.path.isfile(path) else dict(commands=[], reference={})
@@ -33,10 +38,6 @@ def locked_meta(path):
 
 
 def run(args):
-    import torch
-
-    import mixprior_plugin  # noqa: F401  (registers the models)
-    from mixprior_plugin.utils.provenance import run_meta
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device('cuda' if torch.cuda.is_available() and args.device != 'cpu' else 'cpu')
@@ -192,9 +193,6 @@ def run(args):
 
 def time_steps(args):
     """Quiet step-time measurement of every method (seed 0, chosen weights) into step_times.json."""
-    import torch
-
-    import mixprior_plugin  # noqa: F401
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device('cuda' if torch.cuda.is_available() and args.device != 'cpu' else 'cpu')
@@ -210,7 +208,6 @@ def time_steps(args):
             factor = plan.chosen_factor(method, setting) or 1
             opt = prepare_model_options(plan.run_options(setting, method, factor), 10, device, plan.out, teacher_ckpt,
                                         0, args.bf16, args.channels_last)
-            from basicsr.models import build_model
             model = build_model(opt)
             gen = torch.Generator().manual_seed(0)
             times = []

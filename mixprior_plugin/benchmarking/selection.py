@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 
 from mixprior_plugin.utils.tooling import write_json
 from .profiles import (
@@ -255,7 +256,6 @@ def choose_factor(per_seed):
 def claim(path):
     """Claim a run for this process (``<record>.claim`` holding host and pid, created exclusively); a claim of
     a process that no longer runs on this host is taken over. Returns whether this process holds it."""
-    import socket
     claim_path = path + '.claim'
     me = f'{socket.gethostname()} {os.getpid()}'
     os.makedirs(os.path.dirname(claim_path), exist_ok=True)

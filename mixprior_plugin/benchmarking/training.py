@@ -3,6 +3,14 @@ weights and evaluation; the profile's teacher."""
 import os
 import time
 
+import torch
+from tqdm import tqdm
+
+from basicsr.models import build_model
+from basicsr.utils import set_random_seed
+
+from mixprior_plugin.evaluation import BICUBIC, Method, build_method, evaluate
+from mixprior_plugin.utils.checkpoint import atomic_save
 from mixprior_plugin.utils.tooling import write_json
 from .data import tensor_sha
 from .profiles import REPO, prepare_model_options
@@ -22,11 +30,6 @@ def train(opt, data, batch, device, label='', max_steps=None, validator=None, cu
         tuple: (model, seconds of training without the curve's validation, mean step ms, pairing dict with
         ``init_sha`` and ``first_batch_sha``, curve list).
     """
-    import torch
-    from tqdm import tqdm
-
-    from basicsr.models import build_model
-    from basicsr.utils import set_random_seed
     set_random_seed(opt['manual_seed'])  # as parse_options: same seed, same student initialisation
     model = build_model(opt)
     pairing = dict(init_sha=tensor_sha(model.get_bare_model(model.net_g).state_dict().values()))
@@ -80,7 +83,6 @@ def plateau(curve, fraction=0.25):
 
 
 def save_weights(net, path, half=False, key='params_ema'):
-    from mixprior_plugin.utils.checkpoint import atomic_save
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in net.state_dict().items()}
     atomic_save({key: state}, path)
@@ -88,7 +90,6 @@ def save_weights(net, path, half=False, key='params_ema'):
 
 def evaluate_net(label, ckpt, arch, roots, sets, device, scale):
     """PSNR/SSIM of one checkpoint on ``sets``; ``roots`` maps a set to the folder holding it."""
-    from mixprior_plugin.evaluation import BICUBIC, Method, build_method, evaluate
     method = Method(BICUBIC) if ckpt is None else build_method(label, ckpt, arch, scale, device)
     out = {}
     for s in sets:

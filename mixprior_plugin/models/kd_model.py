@@ -387,7 +387,7 @@ class KDModel(CheckpointMixin, SRModel):
         """
         if self.opt.get('rank', 0) != 0:
             return
-        from mixprior_plugin.evaluation import psnr_beside_bicubic
+        from mixprior_plugin.inference import psnr_beside_bicubic
         from mixprior_plugin.utils.checkpoint import rng_state, set_rng_state
         logger = get_root_logger()
         before = rng_state()  # training patches are cropped at random: keep the run's random stream as it was
@@ -620,7 +620,7 @@ class KDModel(CheckpointMixin, SRModel):
     # ------------------------------------------------------------------ test
     def test(self):
         """Student-only inference (EMA weights when present); pads for window-based students."""
-        from mixprior_plugin.evaluation import sr_tensor  # the same padding as tools/evaluate.py
+        from mixprior_plugin.inference import sr_tensor  # the same padding as tools/evaluate.py
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
         was_training = net.training
         net.eval()

@@ -26,17 +26,14 @@ class, keeps that code and changes only what ties it to CUDA or makes it needles
 Everything else (the degradation draws, their order, the crop, the pool's shuffling, validation on
 paired data) is BasicSR's code, run unchanged.
 """
-import math
 import random
 
 import torch
 
 from basicsr.utils import DiffJPEG, USMSharp
 
+from mixprior_plugin.utils.model_types import synthesis_bases
 from mixprior_plugin.utils.options import OptionError
-
-# The smallest image BasicSR's 21x21 blur kernels can reflect-pad (filter2D pads by 10 per side).
-MIN_BLUR_SIZE = 11
 
 # Real-ESRGAN's degradation settings (BasicSR's train_realesrnet_x4plus.yml / train_realesrgan_x4plus.yml):
 # the model's top-level options, and the blur-kernel options of the RealESRGANDataset.
@@ -58,47 +55,6 @@ class ContiguousDiffJPEG(DiffJPEG):
 
     def forward(self, x, quality):
         return super().forward(x, quality=quality).contiguous()
-
-
-def synthesis_bases():
-    """BasicSR's real-world model classes whose ``__init__`` :class:`SynthesisOnDevice` replaces."""
-    from basicsr.models.realesrgan_model import RealESRGANModel
-    from basicsr.models.realesrnet_model import RealESRNetModel
-    return RealESRNetModel, RealESRGANModel
-
-
-def check_synthesis_options(opt):
-    """Check ``synth_crop_size`` and ``queue_size`` against the batch and the degradation settings.
-
-    Args:
-        opt (dict): Options of a real-world model (top-level ``gt_size``, ``queue_size``,
-            ``resize_range``, ``scale``; ``datasets.train.batch_size_per_gpu``).
-
-    Raises:
-        OptionError: Naming the key, its value and the limit.
-    """
-    if not opt.get('high_order_degradation', True):
-        return
-    batch = ((opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
-    queue = opt.get('queue_size', 180)
-    if isinstance(batch, int) and batch > 0 and isinstance(queue, int) and queue % batch:
-        raise OptionError(f'Option queue_size={queue} is not a multiple of datasets.train.batch_size_per_gpu={batch}: '
-                          'the training pair pool swaps whole batches')
-    size = opt.get('synth_crop_size')
-    if size is None:
-        return
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise OptionError(f'Option synth_crop_size must be a positive integer (or ~ for the whole 400x400 sample), '
-                          f'got {size!r}')
-    gt_size, scale = opt.get('gt_size'), opt.get('scale') or 1
-    shrink = min((opt.get('resize_range') or [1])[0], 1)
-    limits = {'gt_size': gt_size or 0, f'resize_range[0]={shrink}': math.ceil(MIN_BLUR_SIZE / shrink),
-              f'scale={scale}': MIN_BLUR_SIZE * scale}
-    key, low = max(limits.items(), key=lambda kv: kv[1])
-    if size < low:
-        raise OptionError(f'Option synth_crop_size={size} is too small: it must be >= {low} (set by {key}: the crop '
-                          'must hold gt_size, and the images the 21x21 blur kernels see after the resizes must be '
-                          f'at least {MIN_BLUR_SIZE} pixels)')
 
 
 def random_crops(images, size):

@@ -6,9 +6,19 @@ POSIX). Loads use ``weights_only=True``: a .pth file cannot run code.
 """
 import collections
 import os
+import random
 import tempfile
+import time
 
+import numpy as np
 import torch
+import torch.distributed as dist
+
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+
+from mixprior_plugin.utils.options import OptionError
+from mixprior_plugin.utils.student_files import state_for_checkpoint
 
 # Objects BasicSR puts into training states besides tensors (MultiStepRestartLR keeps its
 # milestones in a Counter).
@@ -43,23 +53,17 @@ class CheckpointError(RuntimeError):
     user_error = True
 
 
-def _mismatch_error_class():
-    from mixprior_plugin.utils.options import OptionError
+class CheckpointMismatchError(OptionError, RuntimeError):
+    """Weights that do not fit the network built from the options.
 
-    class CheckpointMismatchError(OptionError, RuntimeError):
-        """Weights that do not fit the network built from the options.
-
-        An OptionError for the plugin's reporting and a RuntimeError like the one BasicSR's
-        ``load_state_dict`` raises, so code written for plain BasicSR still catches it.
-        """
-
-    class ResumeMismatchError(OptionError, AssertionError):
-        """A training state whose optimizer/scheduler counts differ from the options (BasicSR asserts)."""
-
-    return CheckpointMismatchError, ResumeMismatchError
+    An OptionError for the plugin's reporting and a RuntimeError like the one BasicSR's
+    ``load_state_dict`` raises, so code written for plain BasicSR still catches it.
+    """
 
 
-CheckpointMismatchError, ResumeMismatchError = _mismatch_error_class()
+class ResumeMismatchError(OptionError, AssertionError):
+    """A training state whose optimizer/scheduler counts differ from the options (BasicSR asserts)."""
+
 
 # Exact resume (see basicsr_fixes, fix 6): on for the plugin's models unless `exact_resume: false`,
 # off for BasicSR's own unless `exact_resume: true`, so plain runs keep BasicSR's random stream.
@@ -124,7 +128,6 @@ def extract_state_dict(ckpt, param_key, path='<checkpoint>', key_option=None):
 
 def missing_key_error(key_option, key, path, ckpt):
     """The error for a param key named explicitly but absent from a checkpoint (lists the keys present)."""
-    from mixprior_plugin.utils.options import OptionError
     named = f'{key_option} {key!r}' if key_option.startswith('--') else f'Option {key_option}={key!r}'
     return OptionError(f'{named} is not in {path} (keys: {", ".join(sorted(map(str, ckpt)))})')
 
@@ -166,7 +169,6 @@ def load_state_checked(net, state, source, target=None, strict=True):
                 f'{source} fills only {report["loaded"]} of the {report["total"]} parameter tensors of {target} '
                 f'({report["share"]:.1%} of its parameters; a non-strict load needs {MIN_PARTIAL_LOAD_SHARE:.0%}): '
                 f'{first_mismatch(own, state)}')
-        from basicsr.utils import get_root_logger
         skipped = sorted(set(own) - set(fitting))
         unused = len(set(state) - set(fitting))
         get_root_logger().warning(
@@ -232,9 +234,6 @@ def describe_state_dict_mismatch(net, state):
 # ---- random number generators (exact resume) ----------------------------------------------------
 def rng_state():
     """Python, NumPy and torch (CPU, CUDA) RNG states as tensors/ints, loadable with weights_only."""
-    import random
-
-    import numpy as np
     version, internal, gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state = dict(python=dict(version=version, internal=list(internal), gauss=gauss),
@@ -248,9 +247,6 @@ def rng_state():
 
 def set_rng_state(state):
     """Restore what :func:`rng_state` captured."""
-    import random
-
-    import numpy as np
     py = state['python']
     random.setstate((py['version'], tuple(py['internal']), py['gauss']))
     n = state['numpy']
@@ -271,11 +267,6 @@ def set_python_rng_state(rng, state):
 
 
 # ---- BasicSR model methods: atomic saves, strict weights-only loads, RNG in training states -------
-def _master_only(func):
-    from basicsr.utils.dist_util import master_only
-    return master_only(func)
-
-
 def save_with_retries(obj, path, retries=3):
     """:func:`atomic_save` with BasicSR's policy on failure: retry (1 s apart), then warn and go on.
 
@@ -283,9 +274,6 @@ def save_with_retries(obj, path, retries=3):
     full disk or a network file system hiccup must not end a long run); the previous checkpoint
     stays intact because the write is atomic.
     """
-    import time
-
-    from basicsr.utils import get_root_logger
     for attempt in range(retries):
         try:
             atomic_save(obj, path)
@@ -298,10 +286,9 @@ def save_with_retries(obj, path, retries=3):
     return False
 
 
-@_master_only
+@master_only
 def save_network(self, net, net_label, current_iter, param_key='params'):
     """BasicSR's ``BaseModel.save_network``, written atomically (temporary file + rename)."""
-    import collections
     label = 'latest' if current_iter == -1 else current_iter
     nets = net if isinstance(net, list) else [net]
     keys = param_key if isinstance(param_key, list) else [param_key]
@@ -315,7 +302,6 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
 
 def _gather_per_rank(obj):
     """``[obj of rank 0, obj of rank 1, ...]`` (a collective under torch.distributed, else ``[obj]``)."""
-    import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return [obj]
     gathered = [None] * dist.get_world_size()
@@ -351,7 +337,6 @@ def save_training_state(self, epoch, current_iter):
 
 def _own_rank_entry(resume_state, key, rank, world_size, what):
     """This rank's entry of ``<key>_per_rank`` (falls back to rank 0's ``<key>`` with a warning)."""
-    from basicsr.utils import get_root_logger
     per_rank = resume_state.get(f'{key}_per_rank')
     if per_rank is not None and len(per_rank) == world_size:
         return per_rank[rank]
@@ -379,7 +364,6 @@ def resume_training(self, resume_state):
     if EXACT_RESUME['enabled'] and rng is not None:
         set_rng_state(rng)
     if not EXACT_RESUME['enabled']:
-        from basicsr.utils import get_root_logger
         get_root_logger().info(
             f'Resume: exact resume is off (BasicSR\'s own train_pipeline without mixprior-train, or '
             f'exact_resume: false): the interrupted epoch {resume_state["epoch"]} restarts from its first batch, as '
@@ -398,13 +382,11 @@ def load_network(self, net, load_path, strict=True, param_key='params'):
     Testing (``is_train`` false) loads strictly unless mixprior-test was told ``--non-strict``
     (``basicsr_fixes.normalise_test_options``); the error then says so.
     """
-    from basicsr.utils import get_root_logger
     net = self.get_bare_model(net)
     target = f'{net.__class__.__name__} as built from the options (a checkpoint of another arch or size?' + \
         (')' if self.opt.get('is_train', True) else '; a test loads strictly: mixprior-test --non-strict evaluates '
          'a partial load)')
     if str(load_path).endswith('.safetensors'):
-        from mixprior_plugin.export import state_for_checkpoint
         get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}.')
         load_state_checked(net, state_for_checkpoint(str(load_path), None), load_path, target, strict)
         return

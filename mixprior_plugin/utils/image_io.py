@@ -19,6 +19,8 @@ import os
 import cv2
 import numpy as np
 
+from basicsr.utils.matlab_functions import imresize
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
@@ -99,7 +101,6 @@ def imresize_uint8(img, factor):
     ``basicsr.utils.matlab_functions.imresize(img / 255., factor)`` (antialiasing when
     downscaling), ``* 255``, ``round``, clip. Output size is ``ceil(size * factor)``.
     """
-    from basicsr.utils.matlab_functions import imresize
     out = imresize(img.astype(np.float64) / 255., factor)
     return np.clip(np.round(out * 255.), 0, 255).astype(np.uint8)
 

@@ -9,11 +9,20 @@ setup; each is refused with one line that names the model type to use:
   all of them in one statement.
 * A training set that does not fit the model: RealESRGANDataset gives HR images and blur kernels
   only (the model synthesises the LR), so it needs a model that synthesises; such a model needs it
-  (or ``high_order_degradation: false`` for paired data).
+  (or ``high_order_degradation: false`` for paired data), and its synthesis settings must fit the
+  batch and the blur kernels (:func:`check_synthesis_options`).
 
 :data:`COUNTERPARTS` maps BasicSR's model types to their distillation model types.
 """
+import math
+
+from basicsr.models.realesrgan_model import RealESRGANModel
+from basicsr.models.realesrnet_model import RealESRNetModel
+from basicsr.models.srgan_model import SRGANModel
+from basicsr.utils.registry import DATASET_REGISTRY
+
 from mixprior_plugin.utils.options import OptionError
+from mixprior_plugin.utils.registry import is_model_type, registry_lookup
 
 # BasicSR model type -> (Logits-KD / feature-KD model type, MiPKD model type)
 COUNTERPARTS = {
@@ -31,6 +40,8 @@ MIPKD_KEYS = ('mixer', 'train.fpm_opt', 'train.bpm_opt', 'train.ae_opt')
 GAN_KEYS = ('network_d', 'path.pretrain_network_d', 'train.optim_d', 'train.gan_opt', 'train.perceptual_opt',
             'train.ldl_opt', 'train.net_d_iters', 'train.net_d_init_iters')
 SYNTHESIS_DATASETS = ('RealESRGANDataset', )
+# The smallest image BasicSR's 21x21 blur kernels can reflect-pad (filter2D pads by 10 per side).
+MIN_BLUR_SIZE = 11
 
 
 def present(opt, keys):
@@ -62,19 +73,11 @@ def counterpart(base, mipkd):
     return pair[1 if mipkd else 0] if pair else None
 
 
-def _is_mipkd(model_cls):
-    from mixprior_plugin.models.mipkd_model import MiPKDModel
-    return issubclass(model_cls, MiPKDModel)
-
-
 def _listed(keys):
     return ', '.join(keys) + (' is' if len(keys) == 1 else ' are')
 
 
 def _train_dataset_class(opt):
-    from basicsr.utils.registry import DATASET_REGISTRY
-
-    from mixprior_plugin.utils.validation import registry_lookup
     train = (opt.get('datasets') or {}).get('train')
     if not isinstance(train, dict):
         return None
@@ -92,16 +95,12 @@ def check_model_type(opt, model_cls):
     Raises:
         OptionError: One line naming the keys, the model type and the model type to use.
     """
-    from basicsr.models.srgan_model import SRGANModel
-
-    from mixprior_plugin.models.kd_model import KDModel
-    from mixprior_plugin.models.synthesis import check_synthesis_options, synthesis_bases
     if not isinstance(model_cls, type):
         return
     name = model_cls.__name__
     base = basicsr_base(model_cls)
-    distils = issubclass(model_cls, KDModel)
-    mipkd = _is_mipkd(model_cls) if distils else bool(present(opt, MIPKD_KEYS))
+    distils = is_model_type(model_cls, 'KDModel')
+    mipkd = is_model_type(model_cls, 'MiPKDModel') if distils else bool(present(opt, MIPKD_KEYS))
     if not distils:
         teacher = present(opt, TEACHER_KEYS)
         if teacher:
@@ -137,3 +136,45 @@ def check_model_type(opt, model_cls):
                               f'kernels, but datasets.train.type={dataset}: use RealESRGANDataset, or set '
                               'high_order_degradation: false to train on its pairs')
         check_synthesis_options(opt)
+
+
+def synthesis_bases():
+    """BasicSR's real-world model classes: they synthesise each batch's LR from its HR images.
+
+    ``models.synthesis.SynthesisOnDevice`` replaces their ``__init__`` to run that synthesis on any device.
+    """
+    return RealESRNetModel, RealESRGANModel
+
+
+def check_synthesis_options(opt):
+    """Check ``synth_crop_size`` and ``queue_size`` against the batch and the degradation settings.
+
+    Args:
+        opt (dict): Options of a real-world model (top-level ``gt_size``, ``queue_size``,
+            ``resize_range``, ``scale``; ``datasets.train.batch_size_per_gpu``).
+
+    Raises:
+        OptionError: Naming the key, its value and the limit.
+    """
+    if not opt.get('high_order_degradation', True):
+        return
+    batch = ((opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
+    queue = opt.get('queue_size', 180)
+    if isinstance(batch, int) and batch > 0 and isinstance(queue, int) and queue % batch:
+        raise OptionError(f'Option queue_size={queue} is not a multiple of datasets.train.batch_size_per_gpu={batch}: '
+                          'the training pair pool swaps whole batches')
+    size = opt.get('synth_crop_size')
+    if size is None:
+        return
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise OptionError(f'Option synth_crop_size must be a positive integer (or ~ for the whole 400x400 sample), '
+                          f'got {size!r}')
+    gt_size, scale = opt.get('gt_size'), opt.get('scale') or 1
+    shrink = min((opt.get('resize_range') or [1])[0], 1)
+    limits = {'gt_size': gt_size or 0, f'resize_range[0]={shrink}': math.ceil(MIN_BLUR_SIZE / shrink),
+              f'scale={scale}': MIN_BLUR_SIZE * scale}
+    key, low = max(limits.items(), key=lambda kv: kv[1])
+    if size < low:
+        raise OptionError(f'Option synth_crop_size={size} is too small: it must be >= {low} (set by {key}: the crop '
+                          'must hold gt_size, and the images the 21x21 blur kernels see after the resizes must be '
+                          f'at least {MIN_BLUR_SIZE} pixels)')

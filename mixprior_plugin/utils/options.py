@@ -1,8 +1,11 @@
 """Option-file helpers: safe YAML loading (duplicate keys refused), teacher-option aliases, user errors."""
+import json
 import os
 from collections import OrderedDict
 
 import yaml
+
+from mixprior_plugin.utils.image_io import ImageReadError
 
 
 class OptionError(ValueError):
@@ -15,7 +18,6 @@ def is_user_error(err):
     Args:
         err (BaseException): The exception a run stopped with.
     """
-    from mixprior_plugin.utils.image_io import ImageReadError
     return isinstance(err, (OptionError, ImageReadError, FloatingPointError, FileNotFoundError)) or \
         getattr(err, 'user_error', False)
 
@@ -166,7 +168,6 @@ def load_arch_spec(spec, what='--arch'):
         spec (str): JSON text, or the path of a file holding it.
         what (str): The argument's name, for error messages.
     """
-    import json
     text = spec
     if os.path.isfile(spec):
         with open(spec, encoding='utf-8') as f:

@@ -5,6 +5,8 @@ import platform
 import subprocess
 import sys
 
+import torch
+
 
 def git_commit(repo):
     """``(commit, dirty)`` of the checkout at ``repo``; ``(None, None)`` outside git."""
@@ -19,7 +21,6 @@ def git_commit(repo):
 
 
 def device_name(device):
-    import torch
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
     return f'CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)'
@@ -27,7 +28,6 @@ def device_name(device):
 
 def run_meta(device, repo=None):
     """Provenance of a run of the current process."""
-    import torch
     repo = repo or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     commit, dirty = git_commit(repo)
     spec = getattr(sys.modules.get('__main__'), '__spec__', None)

@@ -7,7 +7,10 @@ The tools in tools/ import from here (and from the package), never from each oth
 import json
 import os
 import statistics
+import sys
 import time
+
+import torch
 
 from mixprior_plugin.utils.options import OptionError, normalise_teacher_aliases, yaml_load
 from mixprior_plugin.utils.provenance import run_meta  # noqa: F401  (re-exported: tools take it from here)
@@ -90,7 +93,6 @@ def training_options(opt, device, experiments_root, teacher_weights=None, keep_d
 
 def synchronize(device):
     """Wait for the device's queued work (CUDA); a no-op on CPU."""
-    import torch
     device = torch.device(device)
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
@@ -130,7 +132,6 @@ def forward_latency(net, x, runs=10, warmup=3):
         runs (int): Timed forwards.
         warmup (int): Untimed forwards first.
     """
-    import torch
     net.eval()
     with torch.no_grad():
         return median_seconds(lambda: net(x), runs, warmup, x.device)
@@ -166,7 +167,6 @@ def run_and_report(tool, compute, report, json_path=None):
     Returns:
         The result.
     """
-    import sys
     try:
         info = compute()
     except (OSError, ValueError, KeyError, RuntimeError) as err:

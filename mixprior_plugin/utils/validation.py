@@ -22,9 +22,11 @@ import warnings
 
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
+from mixprior_plugin.utils.checkpoint import missing_key_error
 from mixprior_plugin.utils.image_io import ImageReadError, read_image
 from mixprior_plugin.utils.model_types import check_model_type
 from mixprior_plugin.utils.options import OptionError
+from mixprior_plugin.utils.registry import is_model_type, registry_lookup
 
 # Extensions OpenCV decodes (BasicSR reads every file of a folder with cv2.imdecode).
 DECODABLE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.jpe', '.bmp', '.dib', '.tif', '.tiff', '.webp', '.jp2', '.ppm',
@@ -78,21 +80,6 @@ def _listing(items, total=None):
     return shown + (f' ... ({total} in all)' if total > MAX_LISTED else '')
 
 
-def registry_lookup(registry, name):
-    """The object ``registry.get(name)`` returns (with BasicSR's ``_basicsr`` suffix fallback), or None.
-
-    Unlike ``Registry.get`` it neither prints nor raises.
-
-    Args:
-        registry (Registry): One of BasicSR's registries.
-        name (str): The name an option file gives.
-    """
-    if not isinstance(name, str):
-        return None
-    entries = dict(iter(registry))
-    return entries.get(name, entries.get(f'{name}_basicsr'))
-
-
 def _registered(registry, kind, type_name, key):
     if registry_lookup(registry, type_name) is None:
         close = difflib.get_close_matches(str(type_name), [n for n, _ in registry], n=1)
@@ -102,8 +89,7 @@ def _registered(registry, kind, type_name, key):
 
 
 def _is_kd_model(model_cls):
-    from mixprior_plugin.models.kd_model import KDModel
-    return isinstance(model_cls, type) and issubclass(model_cls, KDModel)
+    return is_model_type(model_cls, 'KDModel')
 
 
 def _check_sections(opt, model_cls):
@@ -163,7 +149,6 @@ def _check_mixer(opt):
 
 def _check_param_key(opt, key_option, weights_option):
     """An explicit ``path.<key_option>`` must exist in ``path.<weights_option>`` (no silent fallback to 'params')."""
-    from mixprior_plugin.utils.checkpoint import missing_key_error
     path = opt.get('path') or {}
     key, weights = path.get(key_option), path.get(weights_option)
     if key is None or not isinstance(weights, str) or not os.path.isfile(os.path.expanduser(weights)):
