@@ -456,7 +456,8 @@ class GenericBodyAdapter(StageAdapter):
             raise OptionError(f'{adapter_key}: GenericBodyAdapter cannot run {self.net.__class__.__name__}.forward '
                               f'with {self._blocks_path} swapped for a stand-in ({err.__class__.__name__}: {err}): '
                               f'that forward uses {self._blocks_path} otherwise than calling it once; set '
-                              f'{adapter_key} to an adapter for this arch (README, "Distilling a student")') from err
+                              f'{adapter_key} to an adapter written for the arch (SRVGGNetCompact has one, picked '
+                              'when distill.adapter_* is not set; docs/usage.md, "Any teacher, any student")') from err
         finally:
             setattr(self._parent, self._body_name, original)
 
@@ -466,11 +467,6 @@ class GenericBodyAdapter(StageAdapter):
             self._swapped_forward(x, capture)
         except _StopForward:
             return capture.captured, dict(lq=x)
-        except TypeError as err:  # e.g. len(self.body) or self.body[i] on the stand-in
-            raise OptionError(f'{self.key}: {self.net.__class__.__name__}.forward does not call '
-                              f'{self._blocks_path} once as a whole ({err}), so GenericBodyAdapter cannot run it; '
-                              'use an adapter written for the arch (SRVGGNetCompact has one, picked when '
-                              'distill.adapter_* is not set)') from err
         raise OptionError(f'{self.key}: {self.net.__class__.__name__}.forward never calls {self._blocks_path}')
 
     def run_blocks(self, feat, start, end, ctx):
