@@ -14,6 +14,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from mixprior_plugin import options_schema
 from mixprior_plugin.fixes.common import cuda_available
 from mixprior_plugin.utils.checkpoint import CheckpointMixin
 from mixprior_plugin.utils.options import OptionError
@@ -46,7 +47,7 @@ class EntryPointModelMixin(CheckpointMixin):
         """BasicSR's BaseModel.model_to_device, valid on CPU under DDP too."""
         net = net.to(self.device)
         if self.opt['dist']:
-            find_unused = self.opt.get('find_unused_parameters', False)
+            find_unused = options_schema.value(self.opt, options_schema.TOP, 'find_unused_parameters')
             device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
             net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
         elif self.opt['num_gpu'] > 1:

@@ -18,10 +18,11 @@ import torch
 from basicsr.utils import check_resume, scandir
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from mixprior_plugin import options_schema
 from mixprior_plugin.fixes.common import ORIGINALS, cuda_available
 from mixprior_plugin.utils.checkpoint import EXACT_RESUME, load_checkpoint
 from mixprior_plugin.utils.model_types import check_model_type
-from mixprior_plugin.utils.options import OptionError, normalise_teacher_aliases
+from mixprior_plugin.utils.options import normalise_teacher_aliases
 from mixprior_plugin.utils.validation import registry_lookup
 
 _RESUME_POSITION = {}
@@ -148,10 +149,8 @@ def wrap_build_dataloader(original):
 
 def exact_resume_requested(opt):
     """Exact resume (fix 6) is on for the plugin's models, off for BasicSR's, unless ``exact_resume`` says."""
-    value = opt.get('exact_resume')
+    value = options_schema.value(opt, options_schema.TOP, 'exact_resume')
     if value is not None:
-        if not isinstance(value, bool):
-            raise OptionError(f'Option exact_resume must be true or false, got {value!r}')
         return value
     model_cls = registry_lookup(MODEL_REGISTRY, opt.get('model_type'))
     return getattr(model_cls, '__module__', '').startswith('mixprior_plugin.')

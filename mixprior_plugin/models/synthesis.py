@@ -33,6 +33,7 @@ import torch
 
 from basicsr.utils import DiffJPEG, USMSharp
 
+from mixprior_plugin import options_schema
 from mixprior_plugin.utils.options import OptionError
 
 # The smallest image BasicSR's 21x21 blur kernels can reflect-pad (filter2D pads by 10 per side).
@@ -77,19 +78,16 @@ def check_synthesis_options(opt):
     Raises:
         OptionError: Naming the key, its value and the limit.
     """
-    if not opt.get('high_order_degradation', True):
+    if not options_schema.value(opt, options_schema.TOP, 'high_order_degradation'):
         return
     batch = ((opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
-    queue = opt.get('queue_size', 180)
+    queue = options_schema.value(opt, options_schema.TOP, 'queue_size')
     if isinstance(batch, int) and batch > 0 and isinstance(queue, int) and queue % batch:
         raise OptionError(f'Option queue_size={queue} is not a multiple of datasets.train.batch_size_per_gpu={batch}: '
                           'the training pair pool swaps whole batches')
-    size = opt.get('synth_crop_size')
+    size = options_schema.value(opt, options_schema.TOP, 'synth_crop_size')  # a positive integer or ~
     if size is None:
         return
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise OptionError(f'Option synth_crop_size must be a positive integer (or ~ for the whole 400x400 sample), '
-                          f'got {size!r}')
     gt_size, scale = opt.get('gt_size'), opt.get('scale') or 1
     shrink = min((opt.get('resize_range') or [1])[0], 1)
     limits = {'gt_size': gt_size or 0, f'resize_range[0]={shrink}': math.ceil(MIN_BLUR_SIZE / shrink),
@@ -136,12 +134,12 @@ class SynthesisOnDevice:
         super(base, self).__init__(opt)  # everything the base's __init__ does, up to its .cuda() lines
         self.jpeger = ContiguousDiffJPEG(differentiable=False).to(self.device)
         self.usm_sharpener = USMSharp().to(self.device)
-        self.queue_size = opt.get('queue_size', 180)
+        self.queue_size = options_schema.value(opt, options_schema.TOP, 'queue_size')
 
     @torch.no_grad()
     def feed_data(self, data):
-        size = self.opt.get('synth_crop_size')
-        if size and self.is_train and self.opt.get('high_order_degradation', True):
+        size = options_schema.value(self.opt, options_schema.TOP, 'synth_crop_size')
+        if size and self.is_train and options_schema.value(self.opt, options_schema.TOP, 'high_order_degradation'):
             data = dict(data, gt=random_crops(data['gt'], size))
         super().feed_data(data)
 

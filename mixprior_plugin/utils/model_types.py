@@ -13,6 +13,7 @@ setup; each is refused with one line that names the model type to use:
 
 :data:`COUNTERPARTS` maps BasicSR's model types to their distillation model types.
 """
+from mixprior_plugin import options_schema
 from mixprior_plugin.utils.options import OptionError
 
 # BasicSR model type -> (Logits-KD / feature-KD model type, MiPKD model type)
@@ -131,7 +132,7 @@ def check_model_type(opt, model_cls):
         raise OptionError(f'datasets.train.type={dataset} gives HR images only (the LR of each batch is synthesised by '
                           f'the model), but model_type={name} does not synthesise it'
                           + (f': use model_type: {target}' if target else ''))
-    if synthesises and opt.get('high_order_degradation', True):
+    if synthesises and options_schema.value(opt, options_schema.TOP, 'high_order_degradation'):
         if dataset is not None and dataset not in SYNTHESIS_DATASETS:
             raise OptionError(f'model_type={name} synthesises the LR from RealESRGANDataset\'s HR images and blur '
                               f'kernels, but datasets.train.type={dataset}: use RealESRGANDataset, or set '

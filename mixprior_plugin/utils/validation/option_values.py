@@ -10,15 +10,17 @@ import warnings
 
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
+from mixprior_plugin import options_schema
 from mixprior_plugin.utils.model_types import check_model_type
 from mixprior_plugin.utils.options import OptionError
 from mixprior_plugin.utils.validation.dataset_types import HR_ONLY_DATASETS, LR_ONLY_DATASETS, PAIRED_TYPES
 
 # Top-level sections whose near-misses (``distil:``, ``vall:``) are typos, not new options.
 KNOWN_SECTIONS = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'path', 'train', 'val',
-                  'logger', 'dist_params', 'distill', 'mixer')
+                  'logger', 'dist_params') + options_schema.PLUGIN_SECTIONS + tuple(
+                      o.key for o in options_schema.SCHEMA[options_schema.TOP] if o.owner == options_schema.PLUGIN)
 # Plugin keys of ``path`` (BasicSR's own are pretrain_network_*, param_key_*, strict_load_*, ...).
-PLUGIN_PATH_KEYS = ('pretrain_network_t', 'teacher_param_key', 'strict_load_t')
+PLUGIN_PATH_KEYS = tuple(o.key for o in options_schema.SCHEMA['path'] if o.owner == options_schema.PLUGIN)
 # Arch arguments that are widths, counts or sizes in BasicSR's archs: 0 (or less) builds a network
 # that fails only at its first forward, deep inside a convolution.
 POSITIVE_ARCH_KEYS = ('num_in_ch', 'num_out_ch', 'num_feat', 'num_grow_ch', 'in_chans', 'embed_dim', 'num_heads',
@@ -96,7 +98,15 @@ def _check_sections(opt, model_cls):
             raise OptionError(f'Unknown option path.{key}: did you mean path.{close[0]}?')
 
 
-def _check_loss_terms(train, model_cls):
+def check_loss_terms(train):
+    """Every ``train.*_opt`` is a registered loss (or a list of them) with a usable weight and reduction.
+
+    Args:
+        train (dict): The ``train`` section.
+
+    Raises:
+        OptionError: Naming the key (``train.feat_opt[1].type``) and what is wrong.
+    """
     for key, value in train.items():
         if not (isinstance(key, str) and key.endswith('_opt')) or value is None:
             continue
@@ -112,18 +122,34 @@ def _check_loss_terms(train, model_cls):
                                   "one number: use 'mean' or 'sum'")
 
 
-def _check_mixer(opt):
-    """Ranges of MiPKD's numeric mixer options (the model checks their types and choices)."""
-    mixer = opt.get('mixer')
-    if not isinstance(mixer, dict):
-        return
-    if mixer.get('latent_channels') is not None:
-        _require(mixer, 'latent_channels', _positive_int, 'a positive integer (or ~ for the student width)',
-                 'mixer.')
-    mask = mixer.get('mask')
-    if isinstance(mask, dict):
-        _require(mask, 'grid_size', _positive_int, 'a positive integer (the cell size in pixels)', 'mixer.mask.')
-    _require(mixer, 'ae_warmup_iters', _non_negative_int, 'an integer >= 0', 'mixer.')
+def check_scales(opt):
+    """Teacher and student work at one scale, and every ``network_*.upscale`` equals ``scale``.
+
+    Raises:
+        OptionError: Naming both keys and their values.
+    """
+    scale_t, scale_g = (opt.get('network_t') or {}).get('upscale'), (opt.get('network_g') or {}).get('upscale')
+    if scale_t is not None and scale_g is not None and scale_t != scale_g:
+        raise OptionError(f'network_t.upscale={scale_t} differs from network_g.upscale={scale_g}: teacher and student '
+                          'must work at the same scale')
+    for key, net in opt.items():
+        if isinstance(key, str) and key.startswith('network_') and isinstance(net, dict) and 'upscale' in net and \
+                opt.get('scale') is not None and net['upscale'] != opt['scale']:
+            raise OptionError(f'Option {key}.upscale={net["upscale"]} differs from scale={opt["scale"]}')
+
+
+def check_launcher(opt, model_type):
+    """A distillation model with ``num_gpu`` > 1 needs torchrun (it would train on one GPU otherwise).
+
+    Args:
+        opt (dict): Options (``num_gpu``, ``dist``).
+        model_type (str): The model type, for the message.
+    """
+    num_gpu = opt.get('num_gpu')
+    if _positive_int(num_gpu) and num_gpu > 1 and not opt.get('dist'):
+        raise OptionError(f'num_gpu={num_gpu} without a launcher would train {model_type} on one GPU: start it with '
+                          f'torchrun --nproc_per_node={num_gpu} -m mixprior_plugin.train -opt ... --launcher pytorch, '
+                          'or set num_gpu: 1')
 
 
 def validate_options(opt):
@@ -145,10 +171,6 @@ def validate_options(opt):
     _require(opt, 'scale', _positive_int, 'a positive integer')
     _require(opt, 'num_gpu', lambda v: v == 'auto' or _non_negative_int(v), "an integer >= 0 or 'auto'")
     _require(opt, 'manual_seed', lambda v: isinstance(v, int) and not isinstance(v, bool), 'an integer')
-    if _is_kd_model(model_cls) and not opt.get('dist') and _positive_int(opt.get('num_gpu')) and opt['num_gpu'] > 1:
-        raise OptionError(f'num_gpu={opt["num_gpu"]} without a launcher would train {opt["model_type"]} on one GPU: '
-                          f'start it with torchrun --nproc_per_node={opt["num_gpu"]} -m mixprior_plugin.train '
-                          '-opt ... --launcher pytorch, or set num_gpu: 1')
     for key, net in opt.items():
         if isinstance(key, str) and key.startswith('network_'):
             if not isinstance(net, dict):
@@ -159,8 +181,7 @@ def validate_options(opt):
                 if any(v is not None and not _positive_int(v) for v in values):
                     raise OptionError(f'Option {key}.{arg} must be a positive integer (or a list of them), got '
                                       f'{net[arg]!r}: the network would fail at its first forward')
-            if 'upscale' in net and opt.get('scale') is not None and net['upscale'] != opt['scale']:
-                raise OptionError(f'Option {key}.upscale={net["upscale"]} differs from scale={opt["scale"]}')
+    check_scales(opt)
     validate_dataset_options(opt)
     if opt.get('is_train'):
         _check_training_data_fits_model(opt, model_cls)
@@ -173,7 +194,7 @@ def validate_options(opt):
                 if not isinstance(value, dict) or 'type' not in value:
                     raise OptionError(f'Option train.{key} must be a mapping with a type')
                 _require(value, 'lr', lambda v: _is_number(v) and v > 0, 'a positive number', f'train.{key}.')
-        _check_loss_terms(train, model_cls)
+        check_loss_terms(train)
     for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():
         if not isinstance(metric, dict):
             raise OptionError(f'Option val.metrics.{name} must be a mapping with a type')
@@ -186,7 +207,6 @@ def validate_options(opt):
         _check_test_weights(opt, model_cls)
     # the model's own checks (teacher, distill, mixer, train keys), before any folder is created
     if opt.get('is_train') and hasattr(model_cls, 'check_options'):
-        _check_mixer(opt)
         model_cls.check_options(opt, check_files=False)
     return opt
 
@@ -201,7 +221,8 @@ def synthesises_lr(model_cls, opt):
         return bool(declared)
     from basicsr.models.realesrgan_model import RealESRGANModel
     from basicsr.models.realesrnet_model import RealESRNetModel
-    return issubclass(model_cls, (RealESRNetModel, RealESRGANModel)) and opt.get('high_order_degradation', True)
+    return issubclass(model_cls, (RealESRNetModel, RealESRGANModel)) and \
+        options_schema.value(opt, options_schema.TOP, 'high_order_degradation')
 
 
 def _check_training_data_fits_model(opt, model_cls):
