@@ -37,6 +37,7 @@ import sys
 import tempfile
 from collections import OrderedDict
 
+from mixprior_plugin import options_schema
 from mixprior_plugin.utils.tooling import count_params, run_and_report
 
 RANDOM_DATASET = 'InspectGradientsRandomPairs'
@@ -277,7 +278,7 @@ def inspect(opt_path, num_batches=3, teacher_random=False, random_data=False, cp
         option_file=opt_path, model_type=opt['model_type'], device=str(model.device), iter=current_iter,
         batches=len(per_batch_total), data='random LR/HR pairs' if random_data else 'the training set',
         batch_size=opt['datasets']['train']['batch_size_per_gpu'],
-        teacher='random' if teacher_random else opt['path'].get('pretrain_network_t'),
+        teacher='random' if teacher_random else options_schema.value(opt, 'path', 'pretrain_network_t'),
         student_params=count_params(student), extra_params=count_params(extra),
         terms=list(rows.values()), total=total)
 
