@@ -171,11 +171,13 @@ def parse_training_options(opt_path, folder, teacher_random=False, random_data=F
 
 
 def term_weights(model):
-    """{loss-dict name: weight} of the model's loss modules (``cri_<x>`` -> ``l_<x>``, feature terms)."""
+    """{loss-dict name: weight} of the loss modules of the model and its distiller (``cri_<x>`` -> ``l_<x>``,
+    feature terms)."""
     weights = {}
-    for attr, value in vars(model).items():
-        if attr.startswith('cri_') and value is not None and hasattr(value, 'loss_weight'):
-            weights['l_' + attr[len('cri_'):]] = float(value.loss_weight)
+    for holder in (model, getattr(model, 'distiller', None)):
+        for attr, value in (vars(holder) if holder is not None else {}).items():
+            if attr.startswith('cri_') and value is not None and hasattr(value, 'loss_weight'):
+                weights['l_' + attr[len('cri_'):]] = float(value.loss_weight)
     for i, term in enumerate(getattr(model, 'feat_terms', [])):
         weights[model.term_name(term, i)] = float(getattr(term, 'loss_weight', 1.0))
     return weights

@@ -9,7 +9,7 @@ This is the chassis every distillation method here runs on. Options beyond SRMod
       strict_load_t: true                    #   so BasicSR's resume rewrite leaves it alone)
     distill:                                # stage boundaries (see stages.py)
       num_stages: 4                         # or stages_t: [...] / stages_g: [...]
-      feat_norm: auto                       # auto | teacher | per_network | false (see feat_norm_mode)
+      feat_norm: auto                       # auto | teacher | per_network | false (distillers: feat_norm_mode)
     train:
       kd_opt: {type: L1Loss, loss_weight: 1.0}   # output ("logits") KD, L1 by default
       feat_opt: [{type: FitNetLoss, loss_weight: 1.0}, ...]   # feature-KD terms, per stage
