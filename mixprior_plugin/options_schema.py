@@ -1,24 +1,39 @@
-"""The plugin's options in one place: each key of ``distill``, ``mixer`` and a KD model's ``train``.
+"""Every option key the plugin reads, in one place: its own keys, and the keys of BasicSR it reads too.
 
-Every key has a type, a default, its allowed values or range and a one-line meaning. The models
-read their defaults and checks from here (:func:`settings`, :func:`check_section`), the option
-generator (tools/gen_options.py) and the demo write the defaults from here (:func:`defaults`), and
-the README's option table is :func:`options_table` (kept current by a test). A default changed
-here is changed everywhere.
+Every key has a type, a default, its allowed values or range and a one-line meaning. The code
+reads option values through here (:func:`settings` for a section, :func:`value` for one key,
+:func:`check_section` for the checks), the option generator (tools/gen_options.py) and the demo
+write the defaults from here (:func:`defaults`), and docs/options.md's table is
+:func:`options_table` (kept current by ``tools/gen_options.py --check``). A default changed here is
+changed everywhere; a test reads every key a model reads and fails on one not declared here.
 
-Keys are dotted paths inside their section (``mask.ratio`` is ``mixer: {mask: {ratio: ...}}``).
+Sections are ``distill``, ``mixer``, ``train``, ``path`` and the top level (``''``). Keys are dotted
+paths inside their section (``mask.ratio`` is ``mixer: {mask: {ratio: ...}}``). A key is the
+plugin's own (checked here) or BasicSR's (``owner='BasicSR'``: its default and checks are BasicSR's;
+declared because the plugin reads it too).
 """
 import copy
+import re
 from collections import OrderedDict
 
+from basicsr.utils.registry import MODEL_REGISTRY
+
 from mixprior_plugin.archs.prior_mixer_arch import ENCODER_TYPES, MASK_TYPES, SHARING_MODES
-from mixprior_plugin.utils.options import OptionError, check_known_keys, check_type
+from mixprior_plugin.utils.options import (
+    TEACHER_NETWORK_ALIASES,
+    TEACHER_PATH_ALIASES,
+    OptionError,
+    check_known_keys,
+    check_type,
+)
 
 ROUTE_MODES = ('per_stage', 'single_switch')
 TAIL_OWNERS = ('student', 'last_stage')
 K0_MODES = ('routed', 'any')
 FEAT_NORM_MODES = ('auto', 'teacher', 'per_network', 'off')
 L1 = 'L1Loss'
+PLUGIN, BASICSR = 'plugin', 'BasicSR'
+TOP = ''  # the section name of top-level keys
 
 
 class Option:
@@ -40,16 +55,30 @@ class Option:
         name (str | None): Flat name in :func:`settings`'s result (default: the key with dots as
             underscores).
         models (tuple[str]): Model types that read it (a model type reads the options of its base
-            classes too; every KD model is a KDModel).
+            classes too; every KD model is a KDModel; 'BaseModel': every model type).
+        owner (str): 'plugin' (checked by :meth:`check`) or 'BasicSR' (BasicSR's key and default,
+            checked by BasicSR and utils/validation).
+        synonyms (dict | None): Values read as another, e.g. ``{False: 'off'}`` (YAML reads a bare
+            ``off`` as false).
+        spellings (tuple[str]): Other keys read as this one (renamed on reading, with a notice).
     """
 
     def __init__(self, key, types, default, meaning, choices=None, low=None, high=None, low_open=False,
-                 high_open=False, nullable=False, when=None, name=None, models=('KDModel', )):
+                 high_open=False, nullable=False, when=None, name=None, models=('KDModel', ), owner=PLUGIN,
+                 synonyms=None, spellings=()):
         self.key, self.types, self.default, self.meaning = key, types, default, meaning
         self.choices, self.low, self.high = choices, low, high
         self.low_open, self.high_open, self.nullable, self.when = low_open, high_open, nullable, when
         self.name = name or key.replace('.', '_')
-        self.models = models
+        self.models, self.owner = models, owner
+        self.synonyms, self.spellings = synonyms or {}, spellings
+
+    def read(self, value):
+        """A set ``value`` as the code reads it (a synonym replaced)."""
+        for synonym, meant in self.synonyms.items():
+            if value is synonym or (value == synonym and type(value) is type(synonym)):
+                return meant
+        return value
 
     def range_text(self):
         """The allowed range as text, e.g. '(0, 1]' or '>= 1'; '' without bounds."""
@@ -62,16 +91,20 @@ class Option:
         return ''
 
     def check(self, value, section):
-        """Raise OptionError naming ``section.key`` when a set ``value`` is not allowed."""
-        full = f'{section}.{self.key}'
+        """Raise OptionError naming ``section.key`` when a set ``value`` is not allowed (BasicSR's keys: never)."""
+        full = f'{section}.{self.key}' if section else self.key
+        if self.owner != PLUGIN:
+            return value
+        value = self.read(value)
         if self.choices is not None:
             if not any(c == value and type(c) is type(value) for c in self.choices):
                 raise OptionError(f'Option {full}={value!r} is not one of {", ".join(map(_yaml, self.choices))}')
             return value
         if self.types is int and self.low == 1 and (not isinstance(value, int) or isinstance(value, bool) or
                                                     value < 1):
+            none = re.search(r'\(~: ([^)]*)\)', self.meaning)
             raise OptionError(f'Option {full}={value!r} must be a positive integer'
-                              + (' (or ~ for the student width)' if self.nullable else ''))
+                              + (f' (or ~ for {none.group(1)})' if self.nullable and none else ''))
         check_type(value, self.types, full)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
@@ -98,11 +131,18 @@ def _yaml(v):
     return repr(v) if isinstance(v, (int, float)) else str(v)
 
 
+def _spellings_of(path_key):
+    return tuple(alias for alias, key in TEACHER_PATH_ALIASES.items() if key == path_key)
+
+
 def _loss(weight):
     return dict(type=L1, loss_weight=weight)
 
 
 MIPKD = ('MiPKDModel', )
+GAN = ('SRGANModel', )  # BasicSR's base of ESRGANModel and RealESRGANModel
+SYNTHESIS = ('RealESRNetModel', 'RealESRGANModel')
+EVERY = ('BaseModel', )
 # section -> options, in the order option files write them
 SCHEMA = OrderedDict(
     distill=(
@@ -155,8 +195,9 @@ SCHEMA = OrderedDict(
         Option('feat_opt', (dict, list), None, 'feature-KD loss(es) at every distillation point (FitNetLoss, ATLoss, '
                'FAKDLoss, RKDLoss)'),
         Option('optim_extra', dict, None, 'optimizer of connectors and mixers (~: a copy of optim_g)'),
-        Option('amp', str, 'off', 'autocast dtype of the training step (validation and saved weights stay fp32)',
-               choices=('off', 'bf16', 'fp16')),
+        Option('amp', str, 'off', 'autocast dtype of the training step (validation and saved weights stay fp32; a '
+               'bare off, which YAML reads as false, is off)', choices=('off', 'bf16', 'fp16'),
+               synonyms={False: 'off'}),
         Option('channels_last', bool, False, 'networks and batches in the channels_last memory format',
                choices=(True, False)),
         Option('block_path_every', int, 1, 'run the Block Prior Mixer\'s hybrid every N-th step (1: every step, as '
@@ -164,22 +205,96 @@ SCHEMA = OrderedDict(
         Option('fpm_opt', dict, _loss(1.0), 'Feature Prior Mixer loss L_FPM', models=MIPKD),
         Option('bpm_opt', dict, _loss(0.1), 'Block Prior Mixer loss L_BPM', models=MIPKD),
         Option('ae_opt', dict, _loss(1.0), 'auto-encoder loss L_AE (trains the mixers only)', models=MIPKD),
+        # BasicSR's: SRModel's, then the GAN models'
+        Option('ema_decay', (int, float), 0, 'EMA decay of net_g_ema (0: no EMA)', owner=BASICSR),
+        Option('optim_g', dict, None, 'the student\'s optimizer', owner=BASICSR),
+        Option('scheduler', dict, None, 'learning-rate schedule of every optimizer', owner=BASICSR),
+        Option('total_iter', (int, float), None, 'training iterations', owner=BASICSR),
+        Option('warmup_iter', int, -1, 'learning-rate warm-up iterations (-1: none)', owner=BASICSR),
+        Option('pixel_opt', dict, None, 'pixel loss to the HR image', owner=BASICSR),
+        Option('optim_d', dict, None, 'the discriminator\'s optimizer', models=GAN, owner=BASICSR),
+        Option('perceptual_opt', dict, None, 'perceptual (VGG feature) loss', models=GAN, owner=BASICSR),
+        Option('gan_opt', dict, None, 'adversarial loss', models=GAN, owner=BASICSR),
+        Option('net_d_iters', int, 1, 'the generator is updated every net_d_iters iterations', models=GAN,
+               owner=BASICSR),
+        Option('net_d_init_iters', int, 0, 'first iterations that update the discriminator only', models=GAN,
+               owner=BASICSR),
+        Option('ldl_opt', dict, None, 'artifact map (LDL) loss', models=('RealESRGANModel', ), owner=BASICSR),
     ),
+    path=(
+        Option('pretrain_network_t', str, None, 'the teacher\'s trained weights (a BasicSR checkpoint); required '
+               'for training', spellings=_spellings_of('pretrain_network_t')),
+        Option('teacher_param_key', str, 'params_ema', 'key of the teacher\'s weights in its checkpoint (params_ema '
+               'falls back to params)'),
+        Option('strict_load_t', bool, True, 'load the teacher strictly (false: a partial load, reported)',
+               choices=(True, False), spellings=_spellings_of('strict_load_t')),
+        # BasicSR's
+        Option('ignore_resume_networks', list, None, 'networks whose weights a resume leaves alone (the plugin '
+               'adds network_t)', models=EVERY, owner=BASICSR),
+        Option('models', str, None, 'folder of the saved networks (set by BasicSR)', models=EVERY, owner=BASICSR),
+        Option('training_states', str, None, 'folder of the training states (set by BasicSR)', models=EVERY,
+               owner=BASICSR),
+        Option('resume_state', str, None, 'training state to resume from', models=EVERY, owner=BASICSR),
+        Option('pretrain_network_g', str, None, 'the student\'s weights (testing: the ones evaluated)', models=EVERY,
+               owner=BASICSR),
+        Option('param_key_g', str, 'params', 'key of the student\'s weights in its checkpoint', models=EVERY,
+               owner=BASICSR),
+        Option('strict_load_g', bool, True, 'load the student strictly', models=EVERY, owner=BASICSR),
+        Option('pretrain_network_d', str, None, 'the discriminator\'s weights', models=GAN, owner=BASICSR),
+    ),
+    **{TOP: (
+        Option('network_t', dict, None, 'the teacher\'s arch ({type: <registered arch>, ...its arguments}); '
+               'required', spellings=TEACHER_NETWORK_ALIASES),
+        Option('exact_resume', bool, None, 'a resumed run trains on the batches and random draws the interrupted '
+               'run would have (~: on for the plugin\'s models, off for BasicSR\'s)', choices=(True, False),
+               nullable=True, models=EVERY),
+        Option('find_unused_parameters', bool, True, 'DDP looks for parameters a step leaves unused (true: a '
+               'distillation step\'s trainable set changes from step to step and with zero loss weights)',
+               choices=(True, False), models=EVERY),
+        Option('synth_crop_size', int, None, 'random HR crop taken before the degradation synthesis (~: the whole '
+               '400x400 sample)', low=1, nullable=True, models=SYNTHESIS),
+        # BasicSR's
+        Option('model_type', str, None, 'registered model class', models=EVERY, owner=BASICSR),
+        Option('scale', int, None, 'upscaling factor', models=EVERY, owner=BASICSR),
+        Option('num_gpu', (int, str), None, 'GPUs (0: the CPU)', models=EVERY, owner=BASICSR),
+        Option('manual_seed', int, None, 'random seed', models=EVERY, owner=BASICSR),
+        Option('is_train', bool, None, 'training or testing (set by BasicSR)', models=EVERY, owner=BASICSR),
+        Option('dist', bool, False, 'launched by torchrun (set by BasicSR)', models=EVERY, owner=BASICSR),
+        Option('rank', int, 0, 'this process\'s rank (set by BasicSR)', models=EVERY, owner=BASICSR),
+        Option('world_size', int, 1, 'processes (set by BasicSR)', models=EVERY, owner=BASICSR),
+        Option('network_g', dict, None, 'the student\'s arch', models=EVERY, owner=BASICSR),
+        Option('network_d', dict, None, 'the discriminator\'s arch', models=GAN, owner=BASICSR),
+        Option('datasets', dict, None, 'data sets by phase (train, val, test_1, ...)', models=EVERY, owner=BASICSR),
+        Option('val', dict, None, 'validation settings', models=EVERY, owner=BASICSR),
+        Option('gt_size', int, None, 'HR training crop of the synthesised pairs', models=SYNTHESIS, owner=BASICSR),
+        Option('queue_size', int, 180, 'training pair pool', models=SYNTHESIS, owner=BASICSR),
+        Option('high_order_degradation', bool, True, 'synthesise the LR (false: train on the data set\'s pairs)',
+               models=SYNTHESIS, owner=BASICSR),
+        Option('resize_range', list, None, 'first resize of the synthesis (its low end limits synth_crop_size)',
+               models=SYNTHESIS, owner=BASICSR),
+    )},
 )
 SECTIONS = tuple(SCHEMA)
+# The plugin's own sections (read by the models that list them in EXTRA_SECTIONS).
+PLUGIN_SECTIONS = ('distill', 'mixer')
+# Sections that hold BasicSR's keys too: unknown keys there are BasicSR's business (see utils/validation).
+OPEN_SECTIONS = ('path', TOP)
 
 
 def _model_names(model):
+    """Class names a model type answers to: its class and base classes (a name not registered: a KD model's)."""
+    if isinstance(model, str):
+        model = dict(iter(MODEL_REGISTRY)).get(model, model)
     if isinstance(model, type):
         return {c.__name__ for c in model.__mro__}
-    return {model, 'KDModel'}
+    return {model, 'KDModel', 'SRModel', 'BaseModel'}
 
 
 def options_of(section, model='MiPKDModel'):
     """The options of ``section`` read by ``model``.
 
     Args:
-        section (str): 'distill', 'mixer' or 'train'.
+        section (str): 'distill', 'mixer', 'train', 'path' or '' (the top level).
         model (str | type): Model type name ('KDModel', 'MiPKDModel') or class (its base classes
             count: a subclass of MiPKDModel reads MiPKD's options).
     """
@@ -232,26 +347,43 @@ def _lookup(section_opt, key):
     return node
 
 
+def _section(opt, section):
+    """The dict holding ``section``'s keys: ``opt[section]``, or ``opt`` itself for the top level."""
+    return opt if section == TOP else opt.get(section)
+
+
+def _full(section, key):
+    return f'{section}.{key}' if section else key
+
+
 def check_section(opt, section, model='MiPKDModel'):
     """Refuse unknown keys and values of a wrong type or out of range in ``opt[section]``.
 
-    Errors name the key (``Option mixer.mask.ratio=1.5 must lie in [0, 1]``). The loss and
-    optimizer dicts of ``train`` are checked by the models (KDModel.check_options) and BasicSR.
+    Errors name the key (``Option mixer.mask.ratio=1.5 must lie in [0, 1]``). In the sections that
+    hold BasicSR's keys too (``path``, the top level) unknown keys are left to utils/validation; the
+    loss and optimizer dicts of ``train`` are checked by utils/validation and BasicSR.
 
     Args:
         opt (dict): Options.
-        section (str): 'distill' or 'mixer'.
+        section (str): A section of :data:`SCHEMA`.
         model (str | type): Model type whose options apply (see :func:`options_of`).
 
     Raises:
         OptionError: The first unknown or bad key.
     """
-    sec = opt.get(section)
-    check_known_keys(sec, allowed_keys(section, model), section)
+    sec = _section(opt, section)
+    if section not in OPEN_SECTIONS:
+        check_known_keys(sec, allowed_keys(section, model), section)
     for o in options_of(section, model):
-        value = _lookup(sec, o.key)
-        if value is not _ABSENT and value is not None:
-            o.check(value, section)
+        found = _lookup(sec, o.key)
+        if found is not _ABSENT and found is not None:
+            o.check(found, section)
+
+
+def _read(opt, section, o):
+    found = _lookup(_section(opt, section), o.key)
+    missing = found is _ABSENT or (found is None and not o.nullable)
+    return default(section, o.key) if missing else o.read(found)
 
 
 def settings(opt, section, model='MiPKDModel'):
@@ -259,19 +391,66 @@ def settings(opt, section, model='MiPKDModel'):
 
     Args:
         opt (dict): Options.
-        section (str): 'distill' or 'mixer'.
-        model (str): Model type whose options apply.
+        section (str): A section of :data:`SCHEMA`.
+        model (str | type): Model type whose options apply.
 
     Returns:
         dict: Option name (:attr:`Option.name`, e.g. 'mask_ratio') -> value.
     """
     check_section(opt, section, model)
-    out = {}
-    for o in options_of(section, model):
-        value = _lookup(opt.get(section), o.key)
-        missing = value is _ABSENT or (value is None and not o.nullable)
-        out[o.name] = default(section, o.key) if missing else value
-    return out
+    return {o.name: _read(opt, section, o) for o in options_of(section, model)}
+
+
+def value(opt, section, key):
+    """The value of one key, checked, or its default when it is not set.
+
+    Args:
+        opt (dict): Options.
+        section (str): A section of :data:`SCHEMA` ('' for the top level).
+        key (str): Dotted key inside the section.
+
+    Raises:
+        OptionError: The set value is not allowed (the message names the key).
+    """
+    o = get(section, key)
+    found = _lookup(_section(opt, section), key)
+    if found is not _ABSENT and found is not None:
+        o.check(found, section)
+    return _read(opt, section, o)
+
+
+def is_set(opt, section, key):
+    """Whether ``section.key`` is set in ``opt`` (not absent, not ``~``)."""
+    get(section, key)  # a key the schema does not declare is a mistake of the caller
+    found = _lookup(_section(opt, section), key)
+    return found is not _ABSENT and found is not None
+
+
+def spellings(section):
+    """{other spelling: key} of ``section``'s keys (community names of the teacher options)."""
+    return {alias: o.key for o in SCHEMA[section] for alias in o.spellings}
+
+
+def declares(dotted):
+    """Whether the schema declares the option at ``dotted`` (e.g. 'train.kd_opt', 'scale').
+
+    A key inside a dict-valued option (a loss dict, an arch, a data set) is declared with it, and so
+    is a group of nested keys (``mixer.mask``) and another spelling of a key.
+    """
+    for section, options in SCHEMA.items():
+        if section and dotted == section:
+            return True
+        prefix = f'{section}.' if section else ''
+        if not dotted.startswith(prefix):
+            continue
+        key = dotted[len(prefix):]
+        for o in options:
+            if key in (o.key, *o.spellings) or o.key.startswith(key + '.'):
+                return True
+            if o.types is dict or (isinstance(o.types, tuple) and dict in o.types):
+                if key.startswith(o.key + '.'):
+                    return True
+    return False
 
 
 def defaults(section, model='MiPKDModel', active_only=True):
@@ -308,14 +487,16 @@ def loss_defaults(model='MiPKDModel', own=False):
 
 
 def train_keys(model):
-    """The plugin's keys of ``train`` read by ``model`` (added to SRModel's own), in schema order."""
+    """The keys of ``train`` read by ``model`` (BasicSR's and the plugin's), in schema order."""
     return tuple(o.key for o in options_of('train', model))
 
 
-# ---- the README table --------------------------------------------------------------------------------------
-TABLE_START = ('<!-- options table: generated from mixprior_plugin/options_schema.py by '
-               'tools/gen_options.py --readme -->')
+# ---- the table of docs/options.md --------------------------------------------------------------------------
+TABLE_START = '<!-- options table: generated from mixprior_plugin/options_schema.py by tools/gen_options.py -->'
 TABLE_END = '<!-- end of options table -->'
+# Who reads an option, in the table's words.
+READERS = {('KDModel', ): 'KDModel, MiPKDModel', MIPKD: 'MiPKDModel', EVERY: 'every model',
+           GAN: 'the GAN models', SYNTHESIS: 'the real-world models', ('RealESRGANModel', ): 'RealESRGAN models'}
 
 
 def _allowed_text(o):
@@ -324,29 +505,36 @@ def _allowed_text(o):
     text = o.range_text()
     kind = '/'.join(t.__name__ for t in (o.types if isinstance(o.types, tuple) else (o.types, )))
     kind = {'dict': 'loss dict' if o.key.endswith('_opt') and o.key != 'feat_opt' else 'mapping',
-            'dict/list': 'loss dict or list', 'list/tuple': 'list of int', 'int/float': 'number'}.get(kind, kind)
+            'dict/list': 'loss dict or list', 'list/tuple': 'list of int', 'int/float': 'number',
+            'int/str': 'int or auto'}.get(kind, kind)
     return f'{kind} {text}'.strip() + (' or ~' if o.nullable else '')
 
 
+def _row(section, o):
+    when = f' (read when {o.when[0]}: {o.when[1]})' if o.when else ''
+    also = f' (also read as {", ".join(o.spellings)})' if o.spellings else ''
+    return (f'| `{_full(section, o.key)}` | `{_yaml(o.default)}` | {_allowed_text(o)} | {READERS[o.models]} | '
+            f'{o.meaning}{when}{also} |')
+
+
 def options_table():
-    """The README's Markdown table of every plugin option (between TABLE_START and TABLE_END)."""
-    lines = [TABLE_START, '', '| key | default | allowed | read by | meaning |', '|---|---|---|---|---|']
-    for section, options in SCHEMA.items():
-        for o in options:
-            models = 'MiPKDModel' if o.models == MIPKD else 'KDModel, MiPKDModel'
-            when = f' (read when {o.when[0]}: {o.when[1]})' if o.when else ''
-            lines.append(f'| `{section}.{o.key}` | `{_yaml(o.default)}` | {_allowed_text(o)} | {models} | '
-                         f'{o.meaning}{when} |')
+    """docs/options.md's Markdown tables (between TABLE_START and TABLE_END): the plugin's options, then
+    BasicSR's keys that the plugin reads (with BasicSR's defaults)."""
+    header = ['| key | default | allowed | read by | meaning |', '|---|---|---|---|---|']
+    lines = [TABLE_START, ''] + header
+    lines += [_row(section, o) for section, options in SCHEMA.items() for o in options if o.owner == PLUGIN]
+    lines += ['', 'BasicSR\'s keys that the plugin reads too (their defaults and checks are BasicSR\'s):', ''] + header
+    lines += [_row(section, o) for section, options in SCHEMA.items() for o in options if o.owner != PLUGIN]
     return '\n'.join(lines + ['', TABLE_END])
 
 
 def replace_table(text):
-    """``text`` (the README) with its option table replaced by :func:`options_table`.
+    """``text`` (docs/options.md) with its option table replaced by :func:`options_table`.
 
     Raises:
-        ValueError: The README lacks the markers.
+        ValueError: The text lacks the markers.
     """
     start, end = text.find(TABLE_START), text.find(TABLE_END)
     if start < 0 or end < start:
-        raise ValueError(f'README has no option table markers ({TABLE_START!r} ... {TABLE_END!r})')
+        raise ValueError(f'no option table markers ({TABLE_START!r} ... {TABLE_END!r})')
     return text[:start] + options_table() + text[end + len(TABLE_END):]

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mixprior_plugin import options_schema
 from mixprior_plugin.utils.options import OptionError
 
 
@@ -574,8 +573,6 @@ class FeatureRecorder:
         self._handles = []
 
 
-DISTILL_KEYS = tuple(options_schema.allowed_keys('distill'))  # the keys' home: mixprior_plugin/options_schema.py
-
 
 def resolve_stage_ends(distill_opt, net_t, net_g):
     """Stage ends of teacher and student from ``distill`` options.
@@ -623,7 +620,7 @@ def build_adapters(distill_opt, net_t, net_g):
     """Teacher and student adapters from ``distill`` options (validated, checked against forward).
 
     Args:
-        distill_opt (dict | None): The ``distill`` section.
+        distill_opt (dict | None): The ``distill`` section, or its settings (``options_schema.settings``).
         net_t (nn.Module): Bare teacher.
         net_g (nn.Module): Bare student.
 

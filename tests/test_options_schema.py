@@ -1,21 +1,28 @@
-"""The options schema is the one home of the plugin's options: README table, defaults, checks."""
+"""The options schema is the one home of the plugin's options: docs table, defaults, checks, every key read."""
+import copy
 import os
+import sys
 
 import pytest
+import torch
 
 from basicsr.models import build_model
+from basicsr.utils.registry import MODEL_REGISTRY
 
+import mixprior_plugin
 from helpers import REPO, base_model_opt, save_random_teacher, tiny_arch
 from mixprior_plugin import options_schema
 from mixprior_plugin.models.kd_model import KDModel
 from mixprior_plugin.models.mipkd_model import MiPKDModel, mixer_settings
 from mixprior_plugin.utils.options import OptionError
+from test_realworld import MODEL_TYPES, draw_batch, hr_data, random_vgg  # noqa: F401  (fixtures)
+from test_realworld import model_opt as realworld_options
 
 
-def test_readme_option_table_is_the_schemas():
-    readme = open(os.path.join(REPO, 'README.md'), encoding='utf-8').read()
+def test_docs_option_table_is_the_schemas():
+    doc = open(os.path.join(REPO, 'docs', 'options.md'), encoding='utf-8').read()
     table = options_schema.options_table()
-    assert table in readme, 'README option table is stale: run python tools/gen_options.py --readme'
+    assert table in doc, 'docs/options.md option table is stale: run python tools/gen_options.py --table'
     rows = [line for line in table.splitlines() if line.startswith('| `')]
     assert len(rows) == sum(len(opts) for opts in options_schema.SCHEMA.values())
     assert '| `mixer.route.prob` | `0.5` | number [0, 1] | MiPKDModel |' in table
@@ -115,3 +122,95 @@ def test_no_reference_to_files_outside_the_repository():
                 if 'shared/' in line:
                     found.append(f'{os.path.relpath(name, REPO)}:{i}: {line.strip()}')
     assert not found, '\n'.join(found)
+
+
+# ---- every key a model reads is declared ----------------------------------------------------------------
+PLUGIN_DIR = os.path.dirname(os.path.abspath(mixprior_plugin.__file__))
+
+
+class ReadRecorder(dict):
+    """An option dict that records the dotted key of every read by the plugin's own code.
+
+    Reads are ``[]``, ``get``, ``in``, ``setdefault`` and ``pop``; nested dicts (also inside lists)
+    are recorders too, and a deep copy records into the same log. Reads from BasicSR's code are
+    BasicSR's business and not recorded.
+
+    Args:
+        data (dict): The options.
+        log (set[tuple[str, str]]): Filled with ``(dotted key, reading file:line)``.
+        prefix (str): Dotted path of this dict ('' at the top).
+    """
+
+    def __init__(self, data, log, prefix=''):
+        super().__init__()
+        self._log, self._prefix = log, prefix
+        for key, value in data.items():
+            dict.__setitem__(self, key, self._wrap(key, value))
+
+    def _wrap(self, key, value):
+        if isinstance(value, dict) and not isinstance(value, ReadRecorder):
+            return ReadRecorder(value, self._log, f'{self._prefix}{key}.')
+        if isinstance(value, list):
+            return [self._wrap(key, v) if isinstance(v, dict) else v for v in value]
+        return value
+
+    def _note(self, key):
+        caller = sys._getframe(2)
+        if caller.f_code.co_filename.startswith(PLUGIN_DIR):
+            where = f'{os.path.relpath(caller.f_code.co_filename, REPO)}:{caller.f_lineno}'
+            self._log.add((f'{self._prefix}{key}', where))
+
+    def __getitem__(self, key):
+        self._note(key)
+        return dict.__getitem__(self, key)
+
+    def get(self, key, default=None):
+        self._note(key)
+        return dict.get(self, key, default)
+
+    def __contains__(self, key):
+        self._note(key)
+        return dict.__contains__(self, key)
+
+    def setdefault(self, key, default=None):
+        self._note(key)
+        return dict.setdefault(self, key, self._wrap(key, default))
+
+    def pop(self, key, *default):
+        self._note(key)
+        return dict.pop(self, key, *default)
+
+    def __setitem__(self, key, value):
+        dict.__setitem__(self, key, self._wrap(key, value))
+
+    def __deepcopy__(self, memo):
+        return ReadRecorder(copy.deepcopy(dict(self), memo), self._log, self._prefix)
+
+
+def _plugin_model_types():
+    return sorted(name for name, cls in MODEL_REGISTRY if cls.__module__.startswith('mixprior_plugin.'))
+
+
+@pytest.mark.parametrize('model_type', _plugin_model_types())
+def test_every_key_a_model_reads_is_declared_in_the_schema(model_type, hr_data, random_vgg, tmp_path):  # noqa: F811
+    """Build the model and train one step with its options in a :class:`ReadRecorder`: every key the
+    plugin's code read must be declared in the schema (a new key read ad hoc fails here)."""
+    if model_type in MODEL_TYPES:  # the real-world and GAN models, on their own data
+        opt = realworld_options(model_type, hr_data, train=dict(feat_opt=dict(type='FitNetLoss', loss_weight=1.0))
+                                if 'MiPKD' not in model_type else None)
+        batch = draw_batch(model_type, hr_data, 1)
+    else:
+        teacher = save_random_teacher(str(tmp_path / 'teacher.pth'), tiny_arch('EDSR', 't', 2))
+        opt = base_model_opt(tiny_arch('EDSR', 'g', 2), tiny_arch('EDSR', 't', 2), 2, teacher,
+                             model_type=model_type, distill=dict(num_stages=2),
+                             train=dict(feat_opt=dict(type='FitNetLoss', loss_weight=1.0)))
+        g = torch.Generator().manual_seed(0)
+        batch = dict(lq=torch.rand(2, 3, 16, 16, generator=g), gt=torch.rand(2, 3, 32, 32, generator=g))
+    log = set()
+    model = MODEL_REGISTRY.get(model_type)(ReadRecorder(opt, log))
+    model.feed_data(batch)
+    model.optimize_parameters(1)
+    read = {key for key, _ in log}
+    undeclared = sorted(f'{key} ({where})' for key, where in log if not options_schema.declares(key))
+    assert not undeclared, 'keys read but not declared in mixprior_plugin/options_schema.py:\n' + '\n'.join(undeclared)
+    assert {'train.kd_opt', 'path.pretrain_network_t', 'distill.num_stages'} <= read

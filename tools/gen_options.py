@@ -2,9 +2,9 @@
 
 Usage::
 
-    python tools/gen_options.py            # rewrites options/train/..., options/test/... and the README's option table
+    python tools/gen_options.py            # rewrites options/train/..., options/test/... and docs/options.md's table
     python tools/gen_options.py --check    # exit 1 if a committed file differs from the table
-    python tools/gen_options.py --readme   # only the README's option table (from mixprior_plugin/options_schema.py)
+    python tools/gen_options.py --table    # only docs/options.md's table (from mixprior_plugin/options_schema.py)
 
 For a fair comparison every student option file of a pair and scale has the same data, schedule,
 seed and student arch (hence the same initial weights: KD models build the student first, as
@@ -28,7 +28,7 @@ from mixprior_plugin.utils.tooling import deep_update
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = os.path.join(REPO, 'options', 'train')
 TEST_OPTIONS = os.path.join(REPO, 'options', 'test')
-README = os.path.join(REPO, 'README.md')
+OPTIONS_DOC = os.path.join(REPO, 'docs', 'options.md')
 SCALES = (2, 3, 4)
 
 
@@ -517,23 +517,23 @@ def render(header, opt, run='mixprior-train -opt options/train/<this file>'):
 
 
 def generated_files():
-    """{absolute path: text} of every file this tool writes (option files and the README)."""
+    """{absolute path: text} of every file this tool writes (option files and docs/options.md)."""
     files = {os.path.join(OPTIONS, rel): render(header, opt) for rel, (header, opt) in all_options().items()}
     for rel, (header, opt) in test_options().items():
         files[os.path.join(TEST_OPTIONS, rel)] = render(header, opt, f'mixprior-test -opt options/test/{rel}')
-    with open(README, encoding='utf-8') as f:
-        files[README] = options_schema.replace_table(f.read())
+    with open(OPTIONS_DOC, encoding='utf-8') as f:
+        files[OPTIONS_DOC] = options_schema.replace_table(f.read())
     return files
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--check', action='store_true', help='only compare with the files on disk')
-    parser.add_argument('--readme', action='store_true', help='only the README\'s option table')
+    parser.add_argument('--table', action='store_true', help='only docs/options.md\'s option table')
     args = parser.parse_args(argv)
     files = generated_files()
-    if args.readme:
-        files = {README: files[README]}
+    if args.table:
+        files = {OPTIONS_DOC: files[OPTIONS_DOC]}
     stale = []
     for path, text in files.items():
         current = open(path, encoding='utf-8').read() if os.path.exists(path) else None

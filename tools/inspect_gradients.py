@@ -37,6 +37,7 @@ import sys
 import tempfile
 from collections import OrderedDict
 
+from mixprior_plugin import options_schema
 from mixprior_plugin.utils.tooling import count_params, run_and_report
 
 RANDOM_DATASET = 'InspectGradientsRandomPairs'
@@ -170,11 +171,13 @@ def parse_training_options(opt_path, folder, teacher_random=False, random_data=F
 
 
 def term_weights(model):
-    """{loss-dict name: weight} of the model's loss modules (``cri_<x>`` -> ``l_<x>``, feature terms)."""
+    """{loss-dict name: weight} of the loss modules of the model and its distiller (``cri_<x>`` -> ``l_<x>``,
+    feature terms)."""
     weights = {}
-    for attr, value in vars(model).items():
-        if attr.startswith('cri_') and value is not None and hasattr(value, 'loss_weight'):
-            weights['l_' + attr[len('cri_'):]] = float(value.loss_weight)
+    for holder in (model, getattr(model, 'distiller', None)):
+        for attr, value in (vars(holder) if holder is not None else {}).items():
+            if attr.startswith('cri_') and value is not None and hasattr(value, 'loss_weight'):
+                weights['l_' + attr[len('cri_'):]] = float(value.loss_weight)
     for i, term in enumerate(getattr(model, 'feat_terms', [])):
         weights[model.term_name(term, i)] = float(getattr(term, 'loss_weight', 1.0))
     return weights
@@ -277,7 +280,7 @@ def inspect(opt_path, num_batches=3, teacher_random=False, random_data=False, cp
         option_file=opt_path, model_type=opt['model_type'], device=str(model.device), iter=current_iter,
         batches=len(per_batch_total), data='random LR/HR pairs' if random_data else 'the training set',
         batch_size=opt['datasets']['train']['batch_size_per_gpu'],
-        teacher='random' if teacher_random else opt['path'].get('pretrain_network_t'),
+        teacher='random' if teacher_random else options_schema.value(opt, 'path', 'pretrain_network_t'),
         student_params=count_params(student), extra_params=count_params(extra),
         terms=list(rows.values()), total=total)
 

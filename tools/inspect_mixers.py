@@ -30,6 +30,7 @@ import json
 import os
 import tempfile
 
+from mixprior_plugin import options_schema
 from mixprior_plugin.utils.tooling import load_options, run_and_report, training_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +67,7 @@ def build_trained_model(opt, student, extra, device):
 
     import mixprior_plugin  # noqa: F401  (registers the models)
     from mixprior_plugin.utils.checkpoint import extract_state_dict, load_checkpoint, load_state_checked
-    teacher = opt['path'].get('pretrain_network_t')
+    teacher = options_schema.value(opt, 'path', 'pretrain_network_t')
     if teacher and not os.path.isabs(teacher) and not os.path.isfile(teacher):
         teacher = os.path.join(REPO, teacher)  # records name the teacher relative to the repository
     with tempfile.TemporaryDirectory() as tmp:

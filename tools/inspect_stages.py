@@ -93,7 +93,7 @@ def inspect(opt_path, lr_size=48, device='cpu'):
     net_t = build_frozen_teacher(opt, device)
     net_g = build_network(dict(opt['network_g'])).to(device).eval()
     used = cls.uses_features_for(opt, feat_terms)
-    distill_opt = opt.get('distill') or {}
+    distill = options_schema.settings(opt, 'distill', cls)
 
     multiple = 1
     for arch, net in ((opt['network_t'], net_t), (opt['network_g'], net_g)):
@@ -107,8 +107,8 @@ def inspect(opt_path, lr_size=48, device='cpu'):
     adapter_t = adapter_g = None
     note = None
     try:
-        adapter_t, adapter_g = build_adapters(distill_opt, net_t, net_g)
-        if used and distill_opt.get('check_adapters', options_schema.default('distill', 'check_adapters')):
+        adapter_t, adapter_g = build_adapters(distill, net_t, net_g)
+        if used and distill['check_adapters']:
             adapter_t.check_matches_forward()
             adapter_g.check_matches_forward()
     except OptionError as err:
@@ -125,7 +125,7 @@ def inspect(opt_path, lr_size=48, device='cpu'):
             entry.update(record(net, adapter, x))
         else:
             try:
-                entry['num_blocks'] = num_body_blocks(net, distill_opt.get(f'adapter_{side[0]}'))
+                entry['num_blocks'] = num_body_blocks(net, distill[f'adapter_{side[0]}'])
             except OptionError:
                 pass
         info[side] = entry

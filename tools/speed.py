@@ -236,9 +236,9 @@ def profile_parts(runner, steps):
 
     patch(model, 'run_teacher', 'teacher forward')
     patch(model, 'student_forward', 'student forward')
-    patch(model, 'normalised_features', 'feature scale')
-    if hasattr(model, 'block_path'):
-        patch(model, 'block_path', 'hybrid stages')
+    patch(model.distiller, 'normalised_features', 'feature scale')
+    if hasattr(model.distiller, 'block_path'):
+        patch(model.distiller, 'block_path', 'hybrid stages')
     for k, mixer in enumerate(model.net_extra['mixers'] if 'mixers' in model.net_extra else []):
         for attr in ('forward', 'encode', 'decode'):
             patch(mixer, attr, 'mixers')

@@ -5,6 +5,7 @@ import json
 import os
 from copy import deepcopy
 
+from mixprior_plugin import options_schema
 from mixprior_plugin.models.mipkd_model import mixer_settings
 from mixprior_plugin.utils.options import yaml_load
 from mixprior_plugin.utils.tooling import training_options
@@ -103,12 +104,11 @@ def profile_runs(profile):
 
 def feature_weight_path(opt):
     """Where the method's feature-term weight sits in its options, or None (nothing to sweep)."""
-    train = opt.get('train', {})
     if opt.get('model_type') == 'MiPKDModel':
-        if train.get('fpm_opt', {}).get('loss_weight', 1.0) == 0:
+        if options_schema.value(opt, 'train', 'fpm_opt').get('loss_weight', 1.0) == 0:  # 1.0: BasicSR's loss default
             return None
         return ('fpm_opt', )
-    if train.get('feat_opt'):
+    if options_schema.value(opt, 'train', 'feat_opt'):
         return ('feat_opt', 0)
     return None
 

@@ -9,11 +9,16 @@ This is the chassis every distillation method here runs on. Options beyond SRMod
       strict_load_t: true                    #   so BasicSR's resume rewrite leaves it alone)
     distill:                                # stage boundaries (see stages.py)
       num_stages: 4                         # or stages_t: [...] / stages_g: [...]
-      feat_norm: auto                       # auto | teacher | per_network | false (see feat_norm_mode)
+      feat_norm: auto                       # auto | teacher | per_network | false (distillers: feat_norm_mode)
     train:
       kd_opt: {type: L1Loss, loss_weight: 1.0}   # output ("logits") KD, L1 by default
       feat_opt: [{type: FitNetLoss, loss_weight: 1.0}, ...]   # feature-KD terms, per stage
       optim_extra: {type: Adam, lr: 1e-4}   # optimizer of connectors/mixers (default: optim_g)
+
+The distillation machinery (recorders, connectors, feature normalisation, the loss terms) is the
+model's distiller (``distiller_class``: :class:`~mixprior_plugin.distillers.kd_distiller.KDDistiller`);
+this class is BasicSR's training lifecycle around it: teacher, optimizers, AMP, the DDP step,
+save and resume, validation.
 
 Teacher: built, loaded strictly, eval mode, requires_grad False, run under no_grad, never
 DDP-wrapped, never saved. Extra trainable modules (connectors, mixers) live in ``net_extra``, have
@@ -21,9 +26,7 @@ their own optimizer (so their own scheduler), are saved as ``net_extra_<iter>.pt
 ``net_g`` and restored on resume. Validation, test and export see the plain student.
 """
 import contextlib
-import functools
 import os
-from collections import OrderedDict
 from copy import deepcopy
 
 import torch
@@ -31,45 +34,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from basicsr.archs import build_network
-from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from mixprior_plugin import options_schema
-from mixprior_plugin.stages import FeatureRecorder, build_adapters
+from mixprior_plugin.distillers.kd_distiller import KDDistiller
 from mixprior_plugin.utils.checkpoint import CheckpointMixin, extract_state_dict, load_checkpoint, load_state_checked
 from mixprior_plugin.utils.model_types import check_model_type
-from mixprior_plugin.utils.options import OptionError, check_known_keys, normalise_teacher_aliases
+from mixprior_plugin.utils.options import OptionError, normalise_teacher_aliases
+from mixprior_plugin.utils.validation.option_values import check_launcher, check_loss_terms, check_scales
 
-# train.amp: the autocast dtype of the training step (YAML reads a bare `off` as False).
+# train.amp: the autocast dtype of the training step (its values and checks: options_schema)
 AMP_DTYPES = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-
-# BasicSR's SRModel train keys; a distillation model adds its own (a typo such as `fmp_opt` would
-# otherwise silently switch a term off).
-# (perceptual_opt is SRModel's too, but KDModel's losses are its own: utils/model_types.py refuses it, with the
-# GAN models that train it.)
-SR_TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt')
-
-
-def precision_settings(train_opt):
-    """Resolve ``train.amp`` and ``train.channels_last`` (errors name the key).
-
-    Args:
-        train_opt (dict): The ``train`` section.
-
-    Returns:
-        tuple[torch.dtype | None, bool]: The autocast dtype (None: fp32) and whether nets and
-        batches use the channels_last memory format.
-    """
-    amp = train_opt.get('amp', 'off')
-    amp = 'off' if amp is False or amp is None else amp
-    if not isinstance(amp, str) or amp not in AMP_DTYPES:
-        raise OptionError(f'Option train.amp={amp!r} is not one of {", ".join(AMP_DTYPES)}')
-    channels_last = train_opt.get('channels_last', False)
-    if not isinstance(channels_last, bool):
-        raise OptionError(f'Option train.channels_last={channels_last!r} must be true or false')
-    return AMP_DTYPES[amp], channels_last
 
 
 # The teacher check at start-up (KDModel.check_teacher): this many images, centre LR crops of this side.
@@ -156,11 +133,6 @@ def report_cpu_autocast(name, dtype):
     return slowdown
 
 
-def loss_weight(loss):
-    """The weight of a BasicSR loss module (0 switches the term off)."""
-    return float(getattr(loss, 'loss_weight', 1.0)) if loss is not None else 0.0
-
-
 def build_frozen_teacher(opt, device='cpu'):
     """Build ``network_t``, load ``path.pretrain_network_t`` strictly, freeze it, eval mode.
 
@@ -179,10 +151,11 @@ def build_frozen_teacher(opt, device='cpu'):
     net_t = build_network(opt['network_t']).to(device)
     path_opt = opt['path']
     weights = os.path.expanduser(path_opt['pretrain_network_t'])
-    key = path_opt.get('teacher_param_key', 'params_ema')
-    strict = path_opt.get('strict_load_t', True)
+    key = options_schema.value(opt, 'path', 'teacher_param_key')
+    strict = options_schema.value(opt, 'path', 'strict_load_t')
     state, used = extract_state_dict(load_checkpoint(weights), key, weights,
-                                     'path.teacher_param_key' if 'teacher_param_key' in path_opt else None)
+                                     'path.teacher_param_key' if options_schema.is_set(opt, 'path', 'teacher_param_key')
+                                     else None)
     report = load_state_checked(net_t, state, f'path.pretrain_network_t={weights} (key {used!r})',
                                 f'network_t ({opt["network_t"]["type"]})', strict)
     filled = '' if report['loaded'] == report['total'] else \
@@ -197,25 +170,40 @@ def build_frozen_teacher(opt, device='cpu'):
 FEAT_NORM_MODES = options_schema.FEAT_NORM_MODES
 
 
-def feat_norm_mode(value, net_t, net_g):
-    """Resolve ``distill.feat_norm`` to 'teacher', 'per_network' or 'off'.
+class FromDistiller:
+    """A model attribute that is its distiller's: read, set and deleted there.
 
-    ``true``/'teacher': one running teacher scale for both networks (the method's reading, right
-    when both networks take their inputs on one numeric scale). 'per_network': each network its
-    own running scale (needed across families: SwinIR features are ~1, EDSR's ~100). 'auto' (the
-    default): 'teacher' when teacher and student are of one arch class, else 'per_network'.
-    ``false``/'off': raw features.
+    Keeps ``model.cri_kd``, ``model.block_path = spy`` and the like working on the component that
+    computes the terms; before training settings exist (testing) the attribute is absent.
+
+    Args:
+        name (str): The distiller's attribute.
     """
-    if value is True:
-        return 'teacher'
-    if value is False or value is None:
-        return 'off'
-    if value not in FEAT_NORM_MODES:
-        raise OptionError(f'Option distill.feat_norm={value!r} is not one of true, false, '
-                          f'{", ".join(FEAT_NORM_MODES)}')
-    if value == 'auto':
-        return 'teacher' if type(net_t) is type(net_g) else 'per_network'
-    return value
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, model, owner=None):
+        if model is None:
+            return self
+        return getattr(model.distiller, self.name)
+
+    def __set__(self, model, value):
+        setattr(model.distiller, self.name, value)
+
+    def __delete__(self, model):
+        delattr(model.distiller, self.name)
+
+
+def from_distiller(*names):
+    """Class decorator: each of ``names`` becomes a :class:`FromDistiller` attribute of the model class."""
+
+    def decorate(cls):
+        for name in names:
+            setattr(cls, name, FromDistiller(name))
+        return cls
+
+    return decorate
 
 
 class DistillStep(nn.Module):
@@ -238,6 +226,8 @@ class DistillStep(nn.Module):
 
 
 @MODEL_REGISTRY.register()
+@from_distiller('adapter_t', 'adapter_g', 'recorder_t', 'recorder_g', 'cri_kd', 'feat_terms', 'normalised_features',
+                'connectors_of', 'term_name')
 class KDModel(CheckpointMixin, SRModel):
     """SR model distilled from a frozen teacher. See the module docstring for options.
 
@@ -245,11 +235,18 @@ class KDModel(CheckpointMixin, SRModel):
         opt (dict): BasicSR options.
     """
 
-    # plugin sections and train keys this model reads (their defaults and checks: options_schema)
+    # plugin sections and train keys this model reads (their defaults and checks: options_schema); a typo such as
+    # `fmp_opt` would otherwise switch a term off silently
     EXTRA_SECTIONS = {'distill': options_schema.allowed_keys('distill', 'KDModel')}
-    TRAIN_KEYS = SR_TRAIN_KEYS + options_schema.train_keys('KDModel')
+    TRAIN_KEYS = options_schema.train_keys('KDModel')  # each subclass: its own (__init_subclass__)
     # False where the base model's own update computes the pixel loss (the GAN models)
     adds_pixel_loss = True
+    # the distillation machinery: recorders, connectors, feature normalisation, loss terms
+    distiller_class = KDDistiller
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.TRAIN_KEYS = options_schema.train_keys(cls)  # its base classes decide (the GAN models': optim_d, ...)
 
     def __init__(self, opt):
         normalise_teacher_aliases(opt)
@@ -267,52 +264,51 @@ class KDModel(CheckpointMixin, SRModel):
             check_files (bool): Also require the teacher weights file to exist.
         """
         check_model_type(opt, cls)  # GAN keys it cannot train, a data set it cannot read
-        for section in cls.EXTRA_SECTIONS:  # unknown keys, types, choices and ranges
+        # unknown keys, types, choices and ranges of the plugin's sections, train, path and top-level keys
+        for section in (*cls.EXTRA_SECTIONS, 'train', 'path', options_schema.TOP):
             options_schema.check_section(opt, section, cls)
-        for section in options_schema.SECTIONS:  # sections of other plugin models, silently unused here otherwise
-            if section != 'train' and section not in cls.EXTRA_SECTIONS and opt.get(section) is not None:
+        for section in options_schema.PLUGIN_SECTIONS:  # sections of other plugin models, silently unused otherwise
+            if section not in cls.EXTRA_SECTIONS and opt.get(section) is not None:
                 raise OptionError(f'Option section {section!r} is not read by {cls.__name__}: '
                                   'use model_type: MiPKDModel or remove the section')
-        num_gpu = opt.get('num_gpu')
-        if isinstance(num_gpu, int) and num_gpu > 1 and not opt.get('dist'):
-            raise OptionError(f'num_gpu={num_gpu} without a launcher trains on one GPU: start with '
-                              f'torchrun --nproc_per_node={num_gpu} -m mixprior_plugin.train -opt ... '
-                              '--launcher pytorch')
-        check_known_keys(opt.get('train'), cls.TRAIN_KEYS, 'train')
-        if 'network_t' not in opt:
+        check_launcher(opt, cls.__name__)
+        if not options_schema.is_set(opt, options_schema.TOP, 'network_t'):
             raise OptionError(f'{cls.__name__} needs a teacher: set network_t (or network_teacher)')
-        path = opt.get('path') or {}
-        # ignore_resume_networks is added by normalise_teacher_aliases
-        scale_t, scale_g = opt['network_t'].get('upscale'), opt.get('network_g', {}).get('upscale')
-        if scale_t is not None and scale_g is not None and scale_t != scale_g:
-            raise OptionError(f'network_t.upscale={scale_t} differs from network_g.upscale={scale_g}: '
-                              'teacher and student must work at the same scale')
-        if opt.get('scale') is not None and scale_g is not None and opt['scale'] != scale_g:
-            raise OptionError(f'scale={opt["scale"]} differs from network_g.upscale={scale_g}')
-        weights = path.get('pretrain_network_t')
+        check_scales(opt)
+        weights = options_schema.value(opt, 'path', 'pretrain_network_t')
         if not weights:
             raise OptionError('path.pretrain_network_t is missing: the teacher must be trained weights '
                               '(a random teacher teaches nothing)')
         if check_files and not os.path.isfile(os.path.expanduser(weights)):
             raise OptionError(f'path.pretrain_network_t={weights}: file not found')
-        train = opt.get('train') or {}
-        for key in (k for k in cls.TRAIN_KEYS if k.endswith('_opt') and train.get(k) is not None):
-            terms = train[key] if isinstance(train[key], (list, tuple)) else [train[key]]
-            for i, term in enumerate(terms):
-                if not isinstance(term, dict) or 'type' not in term:
-                    where = f'train.{key}[{i}]' if isinstance(train[key], (list, tuple)) else f'train.{key}'
-                    raise OptionError(f'{where} must be a loss dict with a type, got {term!r}')
+        check_loss_terms(opt.get('train') or {})
 
     @classmethod
     def feat_terms_for(cls, opt):
-        """The feature-KD loss modules of ``train.feat_opt`` (one dict or a list)."""
-        return [build_loss(t) for t in cls._as_list(opt.get('train', {}).get('feat_opt'))]
+        """The feature-KD loss modules of ``train.feat_opt`` (the distiller's; tools/inspect_stages.py reads it)."""
+        return cls.distiller_class.feat_terms_for(opt)
 
-    @staticmethod
-    def _as_list(value):
-        if value is None:
-            return []
-        return list(value) if isinstance(value, (list, tuple)) else [value]
+    @classmethod
+    def uses_features_for(cls, opt, feat_terms):
+        """Whether stage features are needed (the distiller's answer)."""
+        return cls.distiller_class.uses_features_for(opt, feat_terms)
+
+    @classmethod
+    def extra_modules_for(cls, opt, adapter_t, adapter_g, feat_terms):
+        """Trainable/stateful modules besides the student, from options (no weights loaded).
+
+        The distiller's (:meth:`KDDistiller.extra_modules_for`); a subclass may add its own here.
+        Also used by tools/inspect_stages.py to show what a run will build.
+
+        Args:
+            opt (dict): Options.
+            adapter_t, adapter_g (StageAdapter | None): Adapters (None: no stage features).
+            feat_terms (list[nn.Module]): Built ``train.feat_opt`` losses.
+
+        Returns:
+            nn.ModuleDict
+        """
+        return cls.distiller_class.extra_modules_for(opt, adapter_t, adapter_g, feat_terms)
 
     # ------------------------------------------------------------------ building
     def model_to_device(self, net):
@@ -322,27 +318,15 @@ class KDModel(CheckpointMixin, SRModel):
     def init_training_settings(self):
         logger = get_root_logger()
         train_opt = self.opt['train']
-        self.amp_dtype, self.channels_last = precision_settings(train_opt)
+        train = options_schema.settings(self.opt, 'train', type(self))
+        self.amp_dtype, self.channels_last = AMP_DTYPES[train['amp']], train['channels_last']
         if self.amp_dtype is not None and self.device.type != 'cuda':
-            report_cpu_autocast(train_opt['amp'], self.amp_dtype)
+            report_cpu_autocast(train['amp'], self.amp_dtype)
         self.net_t = self.build_teacher()
         self.check_teacher()
-        self.cri_kd = build_loss(train_opt.get('kd_opt') or options_schema.default('train', 'kd_opt')).to(self.device)
-        self.feat_terms = [t.to(self.device) for t in self.feat_terms_for(self.opt)]
-
-        self.adapter_t = self.adapter_g = self.recorder_t = self.recorder_g = None
-        if self.uses_features_for(self.opt, self.feat_terms):
-            distill_opt = self.opt.get('distill') or {}
-            self.adapter_t, self.adapter_g = build_adapters(distill_opt, self.net_t, self.get_bare_model(self.net_g))
-            if distill_opt.get('check_adapters', options_schema.default('distill', 'check_adapters')):
-                self.adapter_t.check_matches_forward()
-                self.adapter_g.check_matches_forward()
-            self.recorder_t = FeatureRecorder(self.adapter_t)
-            self.recorder_g = FeatureRecorder(self.adapter_g)
-            logger.info('Distillation stages: teacher ends %s, student ends %s', self.adapter_t.stage_ends,
-                        self.adapter_g.stage_ends)
-        extra = self.extra_modules_for(self.opt, self.adapter_t, self.adapter_g, self.feat_terms)
-        self.net_extra = extra.to(self.device)
+        self.distiller = self.distiller_class.build(self.opt, self.net_t, self.get_bare_model(self.net_g), self.device,
+                                                    parts=type(self))
+        self.net_extra = self.distiller.extra  # saved as net_extra_<iter>.pth, optimised by optimizer_extra
         if self.channels_last:  # before the optimizers see the parameters (converted in place anyway)
             for net in (self.net_g, self.net_t, self.net_extra):
                 net.to(memory_format=torch.channels_last)
@@ -367,12 +351,7 @@ class KDModel(CheckpointMixin, SRModel):
             device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
             self.train_step = DistributedDataParallel(
                 self.train_step, device_ids=device_ids,
-                find_unused_parameters=self.opt.get('find_unused_parameters', True))
-
-    @classmethod
-    def uses_features_for(cls, opt, feat_terms):
-        """Whether stage features are needed (feature terms, or an explicit distill section)."""
-        return bool(feat_terms) or opt.get('distill') is not None
+                find_unused_parameters=options_schema.value(self.opt, options_schema.TOP, 'find_unused_parameters'))
 
     def build_teacher(self):
         """Build the teacher, load its weights strictly, freeze it and put it in eval mode."""
@@ -404,54 +383,16 @@ class KDModel(CheckpointMixin, SRModel):
         logger.info(f'Teacher check on {source}: teacher {teacher:.2f} dB, bicubic {bicubic:.2f} dB '
                     f'(PSNR on Y, crop_border {scale}).')
         if teacher < bicubic:
-            path = self.opt['path']
-            key = path.get('teacher_param_key', 'params_ema')
+            key = options_schema.value(self.opt, 'path', 'teacher_param_key')
+            weights = options_schema.value(self.opt, 'path', 'pretrain_network_t')
             logger.warning(f'The teacher is below bicubic ({teacher:.2f} < {bicubic:.2f} dB): distilling it teaches '
                            f'the student little. path.teacher_param_key={key!r}: an EMA (params_ema) of a short run '
                            'is still close to its initialisation (try params); or path.pretrain_network_t='
-                           f'{path.get("pretrain_network_t")} is not the trained teacher.')
-
-    @classmethod
-    def extra_modules_for(cls, opt, adapter_t, adapter_g, feat_terms):
-        """Trainable/stateful modules besides the student, from options (no weights loaded).
-
-        KDModel: the per-point feature scale and the connectors of feature terms that ask for
-        them. Subclasses add their own (MiPKDModel: the mixers). Also used by
-        tools/inspect_stages.py to show what a run will build.
-
-        Args:
-            opt (dict): Options.
-            adapter_t, adapter_g (StageAdapter | None): Adapters (None: no stage features).
-            feat_terms (list[nn.Module]): Built ``train.feat_opt`` losses.
-
-        Returns:
-            nn.ModuleDict
-        """
-        extra = nn.ModuleDict()
-        if adapter_t is None:
-            return extra
-        distill_opt = opt.get('distill') or {}
-        k = adapter_t.num_stages
-        distill_default = functools.partial(options_schema.default, 'distill')
-        mode = feat_norm_mode(distill_opt.get('feat_norm', distill_default('feat_norm')), adapter_t.net, adapter_g.net)
-        extra['feat_norm'] = build_network(
-            dict(type='FeatureNormalizer', num_points=k, enabled=mode != 'off', per_network=mode == 'per_network',
-                 momentum=distill_opt.get('feat_norm_momentum', distill_default('feat_norm_momentum'))))
-        connectors = nn.ModuleDict()
-        for i, term in enumerate(feat_terms):
-            kernel = getattr(term, 'connector_kernel', None)
-            if kernel:
-                connectors[str(i)] = nn.ModuleList(
-                    build_network(
-                        dict(type='FeatureConnector', in_channels=adapter_g.channels, out_channels=adapter_t.channels,
-                             kernel_size=kernel)) for _ in range(k))
-        if len(connectors):
-            extra['connectors'] = connectors
-        return extra
+                           f'{weights} is not the trained teacher.')
 
     def setup_optimizers(self):
         train_opt = self.opt['train']
-        extra_opt = deepcopy(train_opt.get('optim_extra') or train_opt['optim_g'])
+        extra_opt = deepcopy(options_schema.value(self.opt, 'train', 'optim_extra') or train_opt['optim_g'])
         super().setup_optimizers()  # pops optim_g's type
         params = [p for p in self.net_extra.parameters() if p.requires_grad]
         self.optimizer_extra = None
@@ -484,21 +425,11 @@ class KDModel(CheckpointMixin, SRModel):
             dict: ``out`` (N, 3, sH, sW), ``head`` and ``feats`` (maps, or None without stages).
         """
         self.net_t.eval()  # stays in eval even if someone called .train() on it
-        if self.recorder_t is not None:
-            self.recorder_t.clear()
-        out = self.net_t(lq)
-        if self.recorder_t is None:
-            return dict(out=out, head=None, feats=None)
-        return dict(out=out, head=self.recorder_t.head, feats=list(self.recorder_t.features))
+        return self.distiller.record_teacher(self.net_t, lq)
 
     def student_forward(self, lq):
         """Student output with its head and stage features recorded (with gradients)."""
-        if self.recorder_g is not None:
-            self.recorder_g.clear()
-        out = self.get_bare_model(self.net_g)(lq)
-        if self.recorder_g is None:
-            return out, None, None
-        return out, self.recorder_g.head, list(self.recorder_g.features)
+        return self.distiller.record_student(self.get_bare_model(self.net_g), lq)
 
     def compute_losses(self, lq, gt, teacher, current_iter):
         """All loss terms of one step (called inside :class:`DistillStep`).
@@ -517,71 +448,13 @@ class KDModel(CheckpointMixin, SRModel):
         return self.distill_losses(dict(out=out, head=head, feats=feats), teacher, gt, current_iter)
 
     def distill_losses(self, student, teacher, gt, current_iter):
-        """The loss terms of one step given the student's forward pass (see :meth:`add_losses`).
+        """The loss terms of one step given the student's forward pass (:meth:`KDDistiller.losses`).
 
         Returns:
             tuple[OrderedDict, dict]: Loss tensors and extra log values.
         """
-        losses, logs = OrderedDict(), {}
-        normalised = None
-        if self.adapter_t is not None:
-            normalised = self.normalised_features(teacher['feats'], student['feats'], logs)
-        self.add_losses(student, teacher, gt, normalised, losses, logs, current_iter)
-        return losses, logs
-
-    def add_losses(self, student, teacher, gt, normalised, losses, logs, current_iter):
-        """Add this method's terms to ``losses``. KDModel: pixel, output KD, feature terms.
-
-        Args:
-            student (dict): ``out``, ``head``, ``feats`` of the student (with gradients).
-            teacher (dict): ``out``, ``head``, ``feats`` of the teacher (no gradients).
-            gt (Tensor): HR batch.
-            normalised (tuple[list, list] | None): Teacher and student stage features divided by
-                the running teacher scale.
-            losses (OrderedDict): Filled in place.
-            logs (dict): Extra scalars to log, filled in place.
-            current_iter (int): Iteration.
-        """
-        if self.adds_pixel_loss and loss_weight(self.cri_pix):
-            losses['l_pix'] = self.cri_pix(student['out'], gt)
-        if loss_weight(self.cri_kd):
-            losses['l_kd'] = self.cri_kd(student['out'], teacher['out'])
-        for i, term in enumerate(self.feat_terms):
-            if not loss_weight(term):
-                continue
-            connectors = self.connectors_of(i)
-            total = 0
-            for k, (f_t, f_s) in enumerate(zip(*normalised)):
-                total = total + term(connectors[k](f_s) if connectors is not None else f_s, f_t)
-            losses[self.term_name(term, i)] = total
-
-    def connectors_of(self, index):
-        """The per-stage connectors of feature term ``index``, or None."""
-        if 'connectors' in self.net_extra and str(index) in self.net_extra['connectors']:
-            return self.net_extra['connectors'][str(index)]
-        return None
-
-    def normalised_features(self, feats_t, feats_s, logs):
-        """Update the running teacher scale and divide both sides' features by it.
-
-        Returns:
-            tuple[list[Tensor], list[Tensor]]: Normalised teacher and student features.
-        """
-        norm = self.net_extra['feat_norm']
-        norm.update(feats_t, feats_s)
-        for k, s in enumerate(norm.scale.tolist()):
-            logs[f'feat_scale_{k + 1}'] = s
-        if norm.per_network:
-            for k, s in enumerate(norm.scale_s.tolist()):
-                logs[f'feat_scale_s_{k + 1}'] = s
-        return norm(feats_t, 't'), norm(feats_s, 's')
-
-    def term_name(self, term, index):
-        name = term.__class__.__name__
-        name = name[:-4] if name.endswith('Loss') else name
-        names = [t.__class__.__name__ for t in self.feat_terms]
-        suffix = f'_{index}' if names.count(term.__class__.__name__) > 1 else ''
-        return f'l_{name.lower()}{suffix}'
+        pixel_loss = self.cri_pix if self.adds_pixel_loss else None
+        return self.distiller.losses(student, teacher, gt, current_iter, pixel_loss)
 
     def optimize_parameters(self, current_iter):
         for optimizer in self.optimizers:
@@ -638,8 +511,8 @@ class KDModel(CheckpointMixin, SRModel):
 
     def training_state_extras(self):
         """The fp16 gradient scaler's state (``train.amp: fp16``), so a resumed run keeps its scale, beside a
-        base model's own extras (the real-world models' pair pool)."""
-        extras = dict(getattr(super(), 'training_state_extras', dict)())
+        base model's own extras (the real-world models' pair pool) and the distiller's (MiPKD's route)."""
+        extras = dict(getattr(super(), 'training_state_extras', dict)(), **self.distiller.state())
         scaler = getattr(self, 'grad_scaler', None)
         if scaler is not None:
             extras['grad_scaler'] = scaler.state_dict()
@@ -649,6 +522,7 @@ class KDModel(CheckpointMixin, SRModel):
         restore = getattr(super(), 'restore_training_state_extras', None)
         if restore is not None:
             restore(extras)
+        self.distiller.restore(extras)
         scaler = getattr(self, 'grad_scaler', None)
         if scaler is not None and extras.get('grad_scaler'):
             scaler.load_state_dict(extras['grad_scaler'])

@@ -9,7 +9,8 @@ Each model type is one of BasicSR's models with a frozen teacher, and the distil
     RealESRGANModel   RealESRGANKDModel           RealESRGANMiPKDModel     + perceptual + GAN (U-Net discriminator)
     ESRGANModel       ESRGANKDModel               ESRGANMiPKDModel         paired data, relativistic GAN
 
-The distillation code is KDModel's and MiPKDModel's; these classes only combine it with the base:
+The distillation code is KDModel's and MiPKDModel's (their distillers, ``mixprior_plugin/distillers/``);
+these classes only combine it with the base:
 
 * Real-world bases synthesise the LR of each batch once, in ``feed_data`` (BasicSR's code, made to
   run on any device by :class:`~mixprior_plugin.models.synthesis.SynthesisOnDevice`); the teacher
@@ -36,13 +37,11 @@ from basicsr.models.realesrgan_model import RealESRGANModel
 from basicsr.models.realesrnet_model import RealESRNetModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from mixprior_plugin import options_schema
 from mixprior_plugin.utils.options import OptionError
 from .kd_model import KDModel
 from .mipkd_model import MiPKDModel
 from .synthesis import SynthesisOnDevice
-
-# BasicSR's SRGANModel train keys (ESRGANModel, RealESRGANModel); RealESRGANModel also reads ldl_opt.
-GAN_TRAIN_KEYS = ('optim_d', 'perceptual_opt', 'gan_opt', 'net_d_iters', 'net_d_init_iters')
 
 
 class _JoinLoss(torch.autograd.Function):
@@ -72,8 +71,8 @@ class GANDistillMixin:
     @classmethod
     def check_options(cls, opt, check_files=True):
         super().check_options(opt, check_files)
-        amp = (opt.get('train') or {}).get('amp', 'off')
-        if amp not in ('off', False, None):
+        amp = options_schema.value(opt, 'train', 'amp')
+        if amp != 'off':
             raise OptionError(f'Option train.amp={amp!r}: {cls.__name__} trains in fp32 (BasicSR\'s GAN update has no '
                               'autocast or gradient scaler); set train.amp: off')
         if opt.get('dist'):
@@ -93,15 +92,14 @@ class GANDistillMixin:
         teacher = self.run_teacher(self.lq)
         if self.optimizer_extra is not None:
             self.optimizer_extra.zero_grad(set_to_none=True)
-        if self.recorder_g is not None:
-            self.recorder_g.clear()
+        if self.distiller.recorder_g is not None:
+            self.distiller.recorder_g.clear()
         terms = {}
 
         def join(module, inputs, output):
             if terms:  # one generator forward per step is BasicSR's; anything later is left alone
                 return output
-            rec = self.recorder_g
-            student = dict(out=output, head=rec.head if rec else None, feats=list(rec.features) if rec else None)
+            student = self.distiller.recorded_student(output, self.lq)
             terms['losses'], terms['logs'] = self.distill_losses(student, teacher, self.gt, current_iter)
             if not terms['losses']:
                 return output
@@ -135,14 +133,10 @@ class RealESRGANKDModel(GANDistillMixin, KDModel, SynthesisOnDevice, RealESRGANM
     """BasicSR's RealESRGANModel (pixel + perceptual + GAN on synthesised degradations) with Logits-KD and
     feature KD."""
 
-    TRAIN_KEYS = KDModel.TRAIN_KEYS + GAN_TRAIN_KEYS + ('ldl_opt', )
-
 
 @MODEL_REGISTRY.register()
 class RealESRGANMiPKDModel(GANDistillMixin, MiPKDModel, SynthesisOnDevice, RealESRGANModel):
     """BasicSR's RealESRGANModel with MiPKD."""
-
-    TRAIN_KEYS = MiPKDModel.TRAIN_KEYS + GAN_TRAIN_KEYS + ('ldl_opt', )
 
 
 @MODEL_REGISTRY.register()
@@ -150,11 +144,7 @@ class ESRGANKDModel(GANDistillMixin, KDModel, ESRGANModel):
     """BasicSR's ESRGANModel (pixel + perceptual + relativistic GAN on paired data) with Logits-KD and
     feature KD."""
 
-    TRAIN_KEYS = KDModel.TRAIN_KEYS + GAN_TRAIN_KEYS
-
 
 @MODEL_REGISTRY.register()
 class ESRGANMiPKDModel(GANDistillMixin, MiPKDModel, ESRGANModel):
     """BasicSR's ESRGANModel with MiPKD."""
-
-    TRAIN_KEYS = MiPKDModel.TRAIN_KEYS + GAN_TRAIN_KEYS

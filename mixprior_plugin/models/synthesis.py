@@ -32,6 +32,7 @@ import torch
 
 from basicsr.utils import DiffJPEG, USMSharp
 
+from mixprior_plugin import options_schema
 from mixprior_plugin.utils.model_types import synthesis_bases
 from mixprior_plugin.utils.options import OptionError
 
@@ -92,12 +93,12 @@ class SynthesisOnDevice:
         super(base, self).__init__(opt)  # everything the base's __init__ does, up to its .cuda() lines
         self.jpeger = ContiguousDiffJPEG(differentiable=False).to(self.device)
         self.usm_sharpener = USMSharp().to(self.device)
-        self.queue_size = opt.get('queue_size', 180)
+        self.queue_size = options_schema.value(opt, options_schema.TOP, 'queue_size')
 
     @torch.no_grad()
     def feed_data(self, data):
-        size = self.opt.get('synth_crop_size')
-        if size and self.is_train and self.opt.get('high_order_degradation', True):
+        size = options_schema.value(self.opt, options_schema.TOP, 'synth_crop_size')
+        if size and self.is_train and options_schema.value(self.opt, options_schema.TOP, 'high_order_degradation'):
             data = dict(data, gt=random_crops(data['gt'], size))
         super().feed_data(data)
 

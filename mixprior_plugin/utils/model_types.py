@@ -21,6 +21,7 @@ from basicsr.models.realesrnet_model import RealESRNetModel
 from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils.registry import DATASET_REGISTRY
 
+from mixprior_plugin import options_schema
 from mixprior_plugin.utils.options import OptionError
 from mixprior_plugin.utils.registry import is_model_type, registry_lookup
 
@@ -130,7 +131,7 @@ def check_model_type(opt, model_cls):
         raise OptionError(f'datasets.train.type={dataset} gives HR images only (the LR of each batch is synthesised by '
                           f'the model), but model_type={name} does not synthesise it'
                           + (f': use model_type: {target}' if target else ''))
-    if synthesises and opt.get('high_order_degradation', True):
+    if synthesises and options_schema.value(opt, options_schema.TOP, 'high_order_degradation'):
         if dataset is not None and dataset not in SYNTHESIS_DATASETS:
             raise OptionError(f'model_type={name} synthesises the LR from RealESRGANDataset\'s HR images and blur '
                               f'kernels, but datasets.train.type={dataset}: use RealESRGANDataset, or set '
@@ -156,19 +157,16 @@ def check_synthesis_options(opt):
     Raises:
         OptionError: Naming the key, its value and the limit.
     """
-    if not opt.get('high_order_degradation', True):
+    if not options_schema.value(opt, options_schema.TOP, 'high_order_degradation'):
         return
     batch = ((opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
-    queue = opt.get('queue_size', 180)
+    queue = options_schema.value(opt, options_schema.TOP, 'queue_size')
     if isinstance(batch, int) and batch > 0 and isinstance(queue, int) and queue % batch:
         raise OptionError(f'Option queue_size={queue} is not a multiple of datasets.train.batch_size_per_gpu={batch}: '
                           'the training pair pool swaps whole batches')
-    size = opt.get('synth_crop_size')
+    size = options_schema.value(opt, options_schema.TOP, 'synth_crop_size')  # a positive integer or ~ (schema)
     if size is None:
         return
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise OptionError(f'Option synth_crop_size must be a positive integer (or ~ for the whole 400x400 sample), '
-                          f'got {size!r}')
     gt_size, scale = opt.get('gt_size'), opt.get('scale') or 1
     shrink = min((opt.get('resize_range') or [1])[0], 1)
     limits = {'gt_size': gt_size or 0, f'resize_range[0]={shrink}': math.ceil(MIN_BLUR_SIZE / shrink),
