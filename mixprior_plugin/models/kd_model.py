@@ -33,7 +33,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from basicsr.archs import build_network
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
@@ -42,6 +41,7 @@ from mixprior_plugin import options_schema
 from mixprior_plugin.distillers.kd_distiller import KDDistiller
 from mixprior_plugin.utils.checkpoint import CheckpointMixin, extract_state_dict, load_checkpoint, load_state_checked
 from mixprior_plugin.utils.model_types import check_model_type
+from mixprior_plugin.utils.networks import build_network_and_load
 from mixprior_plugin.utils.options import OptionError, normalise_teacher_aliases
 from mixprior_plugin.utils.validation.option_values import check_launcher, check_loss_terms, check_scales
 
@@ -147,23 +147,18 @@ def build_frozen_teacher(opt, device='cpu'):
     Raises:
         OptionError: The weights do not fit, with the missing / unexpected / mismatched keys.
     """
-    logger = get_root_logger()
-    net_t = build_network(opt['network_t']).to(device)
-    path_opt = opt['path']
-    weights = os.path.expanduser(path_opt['pretrain_network_t'])
-    key = options_schema.value(opt, 'path', 'teacher_param_key')
-    strict = options_schema.value(opt, 'path', 'strict_load_t')
-    state, used = extract_state_dict(load_checkpoint(weights), key, weights,
-                                     'path.teacher_param_key' if options_schema.is_set(opt, 'path', 'teacher_param_key')
-                                     else None)
-    report = load_state_checked(net_t, state, f'path.pretrain_network_t={weights} (key {used!r})',
-                                f'network_t ({opt["network_t"]["type"]})', strict)
+    weights = os.path.expanduser(opt['path']['pretrain_network_t'])
+    explicit_key = options_schema.is_set(opt, 'path', 'teacher_param_key')
+    loaded = build_network_and_load(opt['network_t'], weights,
+                                    options_schema.value(opt, 'path', 'teacher_param_key') if explicit_key else None,
+                                    'path.teacher_param_key', strict=options_schema.value(opt, 'path', 'strict_load_t'),
+                                    device=device, source=f'path.pretrain_network_t={weights}',
+                                    target=f'network_t ({opt["network_t"]["type"]})')
+    report, net_t = loaded.report, loaded.net
     filled = '' if report['loaded'] == report['total'] else \
         f' ({report["loaded"]} of {report["total"]} parameter tensors: a partial load)'
-    logger.info(f'Teacher {opt["network_t"]["type"]} loaded from {weights} [{used}]{filled}, '
-                f'{sum(p.numel() for p in net_t.parameters()):,d} parameters, frozen.')
-    net_t.eval()
-    net_t.requires_grad_(False)
+    get_root_logger().info(f'Teacher {opt["network_t"]["type"]} loaded from {weights} [{loaded.param_key}]{filled}, '
+                           f'{sum(p.numel() for p in net_t.parameters()):,d} parameters, frozen.')
     return net_t
 
 
