@@ -23,6 +23,8 @@ def collect(out, variants=None):
     runs, sweep = {}, []
     for path in sorted(glob.glob(os.path.join(out, 'runs', '*', '*.json'))):
         rec = json.load(open(path))
+        if not rec.get('sets'):  # trained, not evaluated yet
+            continue
         if rec.get('role') == 'main':
             runs[(rec['setting'], rec['method'], rec['seed'])] = rec
         if rec.get('sweep_factor') is not None:

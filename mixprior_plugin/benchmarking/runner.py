@@ -145,6 +145,7 @@ def run(args):
                        extra_weights=os.path.relpath(extras, out) if extras else None, curve=curve,
                        plateau=plateau(curve), provenance=this_meta, sets={})
             del model
+            write_json(rec, path)  # trained: an interrupted evaluation resumes from here, not from training
         missing = [s for s in sets_needed if s not in rec['sets']]
         if missing:
             eval_start = time.time()
