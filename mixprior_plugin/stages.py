@@ -78,7 +78,10 @@ class StageAdapter:
 
     @property
     def channels(self):
-        """int: Channels of the body features."""
+        """int: Channels of the body features (the arch's ``num_feat`` or ``embed_dim``, as BasicSR names them)."""
+        for name in ('num_feat', 'embed_dim'):
+            if isinstance(getattr(self.net, name, None), int):
+                return getattr(self.net, name)
         raise NotImplementedError
 
     @property
@@ -158,6 +161,9 @@ class StageAdapter:
 
     @property
     def in_channels(self):
+        """int: Input channels (the arch's ``num_in_ch``, else its first convolution's, else 3)."""
+        if isinstance(getattr(self.net, 'num_in_ch', None), int):
+            return self.net.num_in_ch
         head = self.net.conv_first if hasattr(self.net, 'conv_first') else None
         return head.in_channels if isinstance(head, nn.Conv2d) else 3
 
@@ -276,10 +282,6 @@ class SwinIRAdapter(StageAdapter):
         return self.net.conv_first
 
     @property
-    def channels(self):
-        return self.net.embed_dim
-
-    @property
     def window_size(self):
         return self.net.layers[0].residual_group.blocks[0].window_size
 
@@ -343,14 +345,6 @@ class SRVGGNetCompactAdapter(StageAdapter):
     @property
     def head_module(self):
         return self.net.body[1]
-
-    @property
-    def channels(self):
-        return self.net.num_feat
-
-    @property
-    def in_channels(self):
-        return self.net.num_in_ch
 
     def run_head(self, x):
         return self.net.body[1](self.net.body[0](x)), dict(lq=x)

@@ -105,6 +105,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope='session')
+def test_data():
+    """``test_data('datasets', 'Set5')``: a path under the public test data ($MIXPRIOR_TEST_DATA), or a skip saying
+    what is missing."""
+    from helpers import require_test_data
+    return require_test_data
+
+
+@pytest.fixture(scope='session')
 def tiny_data(tmp_path_factory):
     """Paired folders for scales 2, 3, 4: {scale: (hr_dir, lr_dir)}."""
     from helpers import make_paired_folder

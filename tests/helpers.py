@@ -16,7 +16,22 @@ from basicsr.utils.matlab_functions import imresize
 from mixprior_plugin.utils.tooling import deep_update  # noqa: F401  (tests import it from here)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATASETS = os.path.join(os.path.dirname(REPO), 'shared', 'datasets')
+# The public test data some tests read (Set5 ... Urban100 under datasets/, BasicSR's own option files under
+# basicsr_options/): $MIXPRIOR_TEST_DATA, by default the folder `shared` beside the checkout. Tests that need it
+# take it through the `test_data` fixture (conftest.py), which skips them, saying what is missing, without it.
+TEST_DATA = os.environ.get('MIXPRIOR_TEST_DATA') or os.path.join(os.path.dirname(REPO), 'shared')
+SHARED_DATASETS = os.path.join(TEST_DATA, 'datasets')
+BASICSR_OPTIONS = os.path.join(TEST_DATA, 'basicsr_options')
+
+
+def require_test_data(*parts):
+    """The path of ``parts`` under the test data, or a skip naming what is missing and where it was looked for."""
+    import pytest
+    path = os.path.join(TEST_DATA, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f'{os.path.join(*parts)} not found under {TEST_DATA} (set MIXPRIOR_TEST_DATA to the folder '
+                    'holding datasets/ and basicsr_options/)')
+    return path
 
 
 def smooth_image(rng, h, w, channels=3):

@@ -18,9 +18,8 @@ import warnings
 import pytest
 import torch
 
-from helpers import REPO
+from helpers import BASICSR_OPTIONS
 
-BASICSR_OPTIONS = os.path.join(os.path.dirname(REPO), 'shared', 'basicsr_options')
 FILES = sorted(glob.glob(os.path.join(BASICSR_OPTIONS, '**', '*.yml'), recursive=True))
 IDS = [os.path.relpath(f, BASICSR_OPTIONS) for f in FILES]
 

@@ -48,7 +48,7 @@ def test_mixprior_train_installed_trains_with_status_0(trained):
 
 
 def test_mixprior_test_installed_evaluates_only_the_val_sets_of_a_training_file(trained):
-    """The README's recipe: mixprior-test on the training option file, with the trained student."""
+    """The documented recipe (docs/usage.md): mixprior-test on the training option file, with the trained student."""
     opt = dict(trained['opt'], path=dict(trained['opt']['path'], pretrain_network_g=trained['student']))
     opt_file = write_yaml(str(trained['root'] / 'kdcli_test.yml'), opt)
     proc = run_script('mixprior-test', ['-opt', opt_file], cwd=str(trained['root']))
@@ -72,7 +72,7 @@ def test_mixprior_export_installed_exits_0_after_an_export(trained, tmp_path):
 
 
 def test_torchrun_from_the_venv_starts_a_run(tiny_data, tmp_path):
-    """README's DDP line with the .venv's torchrun (one process, gloo on CPU)."""
+    """The DDP line of docs/usage.md with the .venv's torchrun (one process, gloo on CPU)."""
     opt_file = write_yaml(str(tmp_path / 'ddp.yml'), _kd_options(str(tmp_path), tiny_data, 'ddpcli'))
     proc = run_script('torchrun', ['--standalone', '--nproc_per_node=1', '-m', 'mixprior_plugin.train', '-opt',
                                    opt_file, '--launcher', 'pytorch'], cwd=str(tmp_path))
@@ -82,7 +82,7 @@ def test_torchrun_from_the_venv_starts_a_run(tiny_data, tmp_path):
 
 
 def _student_of_another_width(trained, tmp_path):
-    """The README's test recipe, with the checkpoint of a wider student and BasicSR's strict_load_g: false."""
+    """The documented test recipe, with the checkpoint of a wider student and BasicSR's strict_load_g: false."""
     wide = save_random_teacher(str(tmp_path / 'wide.pth'), dict(tiny_arch('EDSR', 'g', SCALE), num_feat=12))
     opt = dict(trained['opt'], path=dict(trained['opt']['path'], pretrain_network_g=wide, strict_load_g=False))
     return ['-opt', write_yaml(str(tmp_path / 'wide.yml'), opt)]

@@ -162,9 +162,8 @@ def test_rcan_original_layout_round_trip_and_refusals(exported):
             student_files.rcan_to_original(run['ema'], dict(run['arch'], **change))
 
 
-def test_evaluate_gives_same_psnr_for_pth_safetensors_onnx(exported, tmp_path):
-    if not os.path.isdir(os.path.join(SHARED_DATASETS, 'Set5')):
-        pytest.skip(f'Set5 not found under {SHARED_DATASETS}: cannot run the Set5 comparison')
+def test_evaluate_gives_same_psnr_for_pth_safetensors_onnx(exported, tmp_path, test_data):
+    test_data('datasets', 'Set5')
     sys.path.insert(0, os.path.join(REPO, 'tools'))
     try:
         import evaluate

@@ -20,7 +20,7 @@ from basicsr.data import build_dataset
 from basicsr.models import build_model
 from basicsr.utils.misc import check_resume
 
-from helpers import REPO, base_model_opt, make_paired_folder, save_random_teacher, state_equal
+from helpers import BASICSR_OPTIONS, REPO, base_model_opt, make_paired_folder, save_random_teacher, state_equal
 from mixprior_plugin.models.synthesis import DEGRADATIONS, KERNELS
 from mixprior_plugin.utils.options import OptionError, normalise_teacher_aliases
 
@@ -355,7 +355,7 @@ def test_srvgg_adapter_reproduces_its_forward_and_its_features():
         assert torch.equal(out, ref) and torch.equal(head, recorder.head)
         assert all(torch.equal(a, b) for a, b in zip(feats, recorder.features))
         assert [tuple(f.shape) for f in feats] == [(2, 8, 11, 13)] * 3
-    # the README's GenericBodyAdapter used to crash with "object of type '_BodyCapture' has no len()"
+    # GenericBodyAdapter used to crash with "object of type '_BodyCapture' has no len()"
     with pytest.raises(OptionError, match="has no len.*SRVGGNetCompact has one"):
         GenericBodyAdapter(build_network(dict(STUDENT)), [5, 11]).run_head(torch.rand(1, 3, 8, 8))
     with pytest.raises(OptionError, match=r'stage ends must lie in 1..4'):
@@ -451,7 +451,7 @@ def test_keys_the_model_type_never_uses_are_refused_in_one_line(case, tiny_data)
 
 def test_teacher_under_srmodel_stops_mixprior_train_and_a_plain_train_pipeline(tiny_data, tmp_path, monkeypatch,
                                                                                capsys):
-    """The slip the README's recipe invites: a teacher added, model_type left at SRModel."""
+    """The slip the retrofit recipe invites: a teacher added, model_type left at SRModel."""
     from helpers import sr_options, write_yaml
     from mixprior_plugin.basicsr_fixes import portable_load_resume_state
     from mixprior_plugin.train import main as train_main
@@ -611,7 +611,6 @@ def test_realworld_run_trains_validates_resumes_exactly_and_exports(model_type, 
 
 
 # ---- docs/retrofit.md: the recipe as diffs of BasicSR's own option files -------------------------------------
-BASICSR_OPTIONS = os.path.join(os.path.dirname(REPO), 'shared', 'basicsr_options')
 
 
 def _retrofit_diffs():

@@ -329,7 +329,7 @@ def _student_weights_of_another_width(opt, root):
 
 
 def _generic_adapter_on_srvgg(opt, root):
-    """README's GenericBodyAdapter for a student whose forward indexes its body (SRVGGNetCompact)."""
+    """GenericBodyAdapter (docs/usage.md) for a student whose forward indexes its body (SRVGGNetCompact)."""
     opt['network_g'] = dict(type='SRVGGNetCompact', num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=4, upscale=2)
     opt['distill'] = dict(num_stages=2, adapter_g=dict(type='GenericBodyAdapter'))
 

@@ -1,4 +1,4 @@
-"""options/test: the README's mixprior-test example runs as written on a student trained in the suite."""
+"""options/test: the mixprior-test example of docs/usage.md runs as written on a student trained in the suite."""
 import glob
 import os
 import re
@@ -22,7 +22,7 @@ def _basicsr_test_set(root, name, hr_dir, lr_dir, scale):
 
 
 def test_readme_mixprior_test_example_runs_on_a_trained_student(tmp_path, tiny_data):
-    readme = open(os.path.join(REPO, 'README.md'), encoding='utf-8').read()
+    readme = open(os.path.join(REPO, 'docs', 'usage.md'), encoding='utf-8').read()
     assert f'mixprior-test  -opt {TEST_FILE}' in readme
     test_opt = yaml.safe_load(open(os.path.join(REPO, TEST_FILE)))
     scale, run = test_opt['scale'], test_opt['path']['pretrain_network_g'].split('/')[1]
@@ -44,7 +44,7 @@ def test_readme_mixprior_test_example_runs_on_a_trained_student(tmp_path, tiny_d
     test_opt.update(network_g=student, num_gpu=0)
     os.makedirs(tmp_path / os.path.dirname(TEST_FILE))
     write_yaml(str(tmp_path / TEST_FILE), test_opt)
-    # the README's command: the installed console script
+    # the documented command: the installed console script
     proc = run_script('mixprior-test', ['-opt', TEST_FILE], cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = open(glob.glob(str(tmp_path / 'results' / test_opt['name'] / f'test_{test_opt["name"]}_*.log'))[0]).read()

@@ -205,10 +205,8 @@ def test_prepare_corrupt_file_is_named(tmp_path, kind):
                                                            str(tmp_path / 'o'), '--scale', '2'])
 
 
-def test_prepare_on_shared_layouts(tmp_path):
-    if not os.path.isdir(SHARED_DATASETS):
-        pytest.skip(f'shared data sets not found at {SHARED_DATASETS}')
-    root = SHARED_DATASETS
+def test_prepare_on_shared_layouts(tmp_path, test_data):
+    root = test_data('datasets')
     s14 = prepare_data.main(['--hr-dir', f'{root}/Set14/HR', '--lr-dir', f'{root}/Set14/LR_bicubic/X4', '-o',
                              str(tmp_path / 'set14'), '--scale', '4'])
     assert s14['official_lr'] == 14 and s14['gray'] == ['bridge']
@@ -233,10 +231,8 @@ def sr_by_hand(net, lr):
         return tensor2img(net(x))
 
 
-def test_evaluate_bicubic_set5_x4_matches_basicsr(tmp_path):
-    set5 = os.path.join(SHARED_DATASETS, 'Set5')
-    if not os.path.isdir(os.path.join(set5, 'LR_bicubic', 'X4')):
-        pytest.skip(f'Set5 with official x4 LR not found under {SHARED_DATASETS} (../shared/datasets)')
+def test_evaluate_bicubic_set5_x4_matches_basicsr(tmp_path, test_data):
+    set5 = os.path.dirname(os.path.dirname(test_data('datasets', 'Set5', 'LR_bicubic', 'X4')))
     psnrs, ssims = [], []
     for fname in sorted(os.listdir(os.path.join(set5, 'HR'))):
         name = os.path.splitext(fname)[0]

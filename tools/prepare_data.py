@@ -82,16 +82,7 @@ def prepare(hr_dir, out, scale, lr_dir=None, lr_names='suffix', crop_size=None, 
     """Write the paired layout; returns a summary dict (counts, skipped and gray names, folders)."""
     from tqdm import tqdm
 
-    from mixprior_plugin.utils.image_io import (
-        check_lr_fits,
-        crop_to_multiple,
-        find_lr_file,
-        imresize_uint8,
-        list_images,
-        read_image,
-        stem,
-        write_image,
-    )
+    from mixprior_plugin.utils import image_io
     if scale < 2:
         raise ValueError(f'--scale must be at least 2, got {scale}')
     if crop_size is None and step is not None:
@@ -104,12 +95,12 @@ def prepare(hr_dir, out, scale, lr_dir=None, lr_names='suffix', crop_size=None, 
                                  '(LR sub-images must align with HR ones)')
     if lr_dir is not None and not os.path.isdir(lr_dir):
         raise FileNotFoundError(f'LR folder not found: {lr_dir}')
-    paths = list_images(hr_dir)
+    paths = image_io.list_images(hr_dir)
     by_name = OrderedDict()
     for p in paths:
-        if stem(p) in by_name:
-            raise ValueError(f'Two HR files have the same name: {by_name[stem(p)]} and {p}')
-        by_name[stem(p)] = p
+        if image_io.stem(p) in by_name:
+            raise ValueError(f'Two HR files have the same name: {by_name[image_io.stem(p)]} and {p}')
+        by_name[image_io.stem(p)] = p
     if limit:
         by_name = OrderedDict(list(by_name.items())[:limit])
     if make_lmdb:
@@ -141,21 +132,21 @@ def prepare(hr_dir, out, scale, lr_dir=None, lr_names='suffix', crop_size=None, 
         sub_images = crop_size is not None and split != 'val'
         for name in tqdm(names, desc=f'{split or "images"} x{scale}', unit='img'):
             path = by_name[name]
-            hr, gray = read_image(path)
+            hr, gray = image_io.read_image(path)
             if gray:
                 summary['gray'].append(name)
-            hr = crop_to_multiple(hr, scale)
+            hr = image_io.crop_to_multiple(hr, scale)
             if hr.shape[0] == 0 or hr.shape[1] == 0:
                 summary['skipped_tiny'].append(name)
                 tqdm.write(f'WARNING: {path} is smaller than the scale {scale}: skipped')
                 continue
-            lr_path = find_lr_file(lr_dir, name, scale)
+            lr_path = image_io.find_lr_file(lr_dir, name, scale)
             if lr_path is not None:
-                lr, _ = read_image(lr_path)
-                check_lr_fits(lr, hr, scale, lr_path, path)
+                lr, _ = image_io.read_image(lr_path)
+                image_io.check_lr_fits(lr, hr, scale, lr_path, path)
                 summary['official_lr'] += 1
             else:
-                lr = imresize_uint8(hr, 1 / scale)
+                lr = image_io.imresize_uint8(hr, 1 / scale)
                 summary['generated_lr'] += 1
             if not sub_images:
                 pieces = [(name, hr, lr)]
@@ -177,8 +168,8 @@ def prepare(hr_dir, out, scale, lr_dir=None, lr_names='suffix', crop_size=None, 
                                        lr[ly:ly + lc, lx:lx + lc]))
             for key, hr_piece, lr_piece in pieces:
                 hr_file, lr_file = f'{key}.png', f'{tmpl.format(key)}.png'
-                write_image(os.path.join(hr_out, hr_file), hr_piece)
-                write_image(os.path.join(lr_out, lr_file), lr_piece)
+                image_io.write_image(os.path.join(hr_out, hr_file), hr_piece)
+                image_io.write_image(os.path.join(lr_out, lr_file), lr_piece)
                 records.append((hr_file, lr_file, key, hr_piece.shape))
         with open(os.path.join(root, 'meta_info.txt'), 'w') as f:
             f.writelines(f'{hr_file} ({h},{w},{c}) 1\n' for hr_file, _, _, (h, w, c) in records)

@@ -1,0 +1,60 @@
+"""The repository speaks of the project alone: no words about how, by whom or under which arrangement it was
+built (sessions, lending of machines, device time, issue numbers), and a README that stays a front door."""
+import os
+import re
+import subprocess
+
+import pytest
+
+from helpers import REPO
+
+# Phrases that would describe the making of the project rather than the project (each with the reason it is
+# not a false positive: an ONNX "session" or pytest's session hooks are fine, "the sessions so far" is not).
+FORBIDDEN = re.compile(
+    r'\b(the sessions|sessions so far|a session of|per session|lent to|was lent|is lent|when a GPU is lent|lending|'
+    r'device time|issue goal|issue #?\d+|this task|workplace|CEO|assistant|subagent)\b', re.IGNORECASE)
+TEXT_SUFFIXES = ('.py', '.md', '.yml', '.yaml', '.txt', '.sh', '.toml', '.ini', '.cfg')
+
+
+def tracked_text_files():
+    try:
+        out = subprocess.run(['git', 'ls-files'], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f'not a git checkout ({err}): nothing to list')
+    return [p for p in out.splitlines() if p.endswith(TEXT_SUFFIXES) or os.path.basename(p) in ('run', )]
+
+
+def test_no_words_about_how_the_project_was_made():
+    hits = []
+    for rel in tracked_text_files():
+        if rel == 'tests/test_repository.py':
+            continue
+        path = os.path.join(REPO, rel)
+        if not os.path.isfile(path):
+            continue
+        for number, line in enumerate(open(path, encoding='utf-8', errors='replace'), 1):
+            if FORBIDDEN.search(line):
+                hits.append(f'{rel}:{number}: {line.strip()[:100]}')
+    assert not hits, 'words about the making of the project:\n' + '\n'.join(hits)
+
+
+def test_the_pattern_catches_what_it_is_for():
+    for text in ('no GPU has been lent to the sessions so far', '15 minutes of device time', 'issue goal: 1.25x',
+                 'see issue 21'):
+        assert FORBIDDEN.search(text), text
+    for text in ('an ONNX session', 'def pytest_sessionfinish(session, exitstatus):', 'a bug worth reporting'):
+        assert not FORBIDDEN.search(text), text
+
+
+def test_readme_is_a_front_door():
+    readme = open(os.path.join(REPO, 'README.md'), encoding='utf-8').read()
+    lines = readme.splitlines()
+    assert len(lines) <= 180, f'README has {len(lines)} lines; reference material belongs in docs/'
+    for page in ('usage', 'options', 'retrofit', 'method', 'baselines', 'export', 'speed', 'benchmarks'):
+        assert f'(docs/{page}.md' in readme, page
+        assert os.path.isfile(os.path.join(REPO, 'docs', f'{page}.md')), page
+    # the two set-up commands, the second one exactly what CI runs
+    assert 'bash tools/setup_env.sh && .venv/bin/python -m mixprior_plugin.demo' in readme
+    assert 'bash tools/setup_env.sh && .venv/bin/python -m pytest -q' in readme
+    ci = open(os.path.join(REPO, '.ci', 'run'), encoding='utf-8').read()
+    assert '.venv/bin/python -m pytest -q' in ci
