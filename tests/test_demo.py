@@ -1,14 +1,23 @@
 """The README's main job, in its --quick smoke mode (the full run is timed in benchmarks/results/)."""
 import json
 
+import pytest
+
 from helpers import run_cli
 
 
-def test_demo_quick_writes_table_and_plot(tmp_path):
-    proc = run_cli(['-m', 'mixprior_plugin.demo', '--quick', '--out', str(tmp_path / 'demo')], cwd=str(tmp_path))
+@pytest.mark.parametrize('teacher', ['reused', 'trained'])
+def test_demo_quick_writes_table_and_plot(tmp_path, teacher):
+    flags = ['--train-teacher'] if teacher == 'trained' else []
+    proc = run_cli(['-m', 'mixprior_plugin.demo', '--quick', '--out', str(tmp_path / 'demo')] + flags,
+                   cwd=str(tmp_path))
     out = proc.stdout
     for step in ('[1/4]', '[2/4]', '[3/4]', '[4/4]'):
         assert step in out
+    # by default the committed teacher is reused (no teacher training); --train-teacher trains one
+    assert ('pretrained/demo_EDSR_C32B8_x4_skimage.pth' in out and '(trained on these photos' in out) == (
+        teacher == 'reused')
+    assert ('[teacher] done in' in out) == (teacher == 'trained')
     assert '| method | params | PSNR (dB) | SSIM | PSNR vs scratch |' in out
     results = tmp_path / 'demo' / 'results'
     rows = json.load(open(results / 'demo_results.json'))['rows']
