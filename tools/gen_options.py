@@ -158,7 +158,7 @@ def merge(base_opt, delta):
 
 # ---- the project's method benchmark (tools/benchmark.py): one teacher, students, every method ----
 # Two profiles of the same design. 'gpu': x4, EDSR 128x16 teacher, three compressions, the schedule for
-# an H200. 'cpu': x2, small enough for 2 CPU cores (one torch thread per process), two compressions,
+# one data-centre GPU. 'cpu': x2, small enough for 2 CPU cores (one torch thread per process), two compressions,
 # three seeds; its regime is checked in the report (teacher >= scratch + 0.3 dB, scratch >= bicubic
 # + 0.5 dB on every test set). x2, because EDSR (no bicubic skip) needs far more iterations at x4
 # before it even reaches bicubic: a 3000-iteration x4 EDSR 32x8 teacher measured 28.03 dB on Set5
