@@ -118,3 +118,14 @@ def tiny_data(tmp_path_factory):
     from helpers import make_paired_folder
     root = tmp_path_factory.mktemp('tiny_data')
     return {s: make_paired_folder(str(root / f'x{s}'), s, num=4, size=96, seed=s) for s in (2, 3, 4)}
+
+
+@pytest.fixture
+def teacher_file(tmp_path):
+    """Factory: save a tiny random teacher for (family, scale) and return its path."""
+    from helpers import save_random_teacher, tiny_arch
+
+    def make(family, scale):
+        return save_random_teacher(str(tmp_path / f'teacher_{family}_x{scale}.pth'), tiny_arch(family, 't', scale))
+
+    return make

@@ -1,4 +1,4 @@
-"""Run mixprior-train under torchrun and dump what each rank ends with (for test_reliability).
+"""Run mixprior-train under torchrun and dump what each rank ends with (for test_basicsr_fixes).
 
 Usage (as torchrun's script): ddp_runner.py OUT_DIR -opt X.yml --launcher pytorch
 Writes OUT_DIR/rank<r>.pth with the student and extra-module states, how the model wrapped

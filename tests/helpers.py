@@ -1,9 +1,11 @@
-"""Shared helpers for the test suite: tiny data, tiny nets, option files, CLI runs."""
+"""Shared helpers for the test suite: tiny data, tiny nets, option files, CLI runs, tools."""
 import contextlib
+import importlib.util
 import logging
 import os
 import subprocess
 import sys
+import time
 from copy import deepcopy
 
 import cv2
@@ -11,11 +13,13 @@ import numpy as np
 import torch
 import yaml
 
+from basicsr.archs import build_network
 from basicsr.utils.matlab_functions import imresize
 
 from mixprior_plugin.utils.tooling import deep_update  # noqa: F401  (tests import it from here)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(REPO, 'tests')
 # The public test data some tests read (Set5 ... Urban100 under datasets/, BasicSR's own option files under
 # basicsr_options/): $MIXPRIOR_TEST_DATA, by default the folder `shared` beside the checkout. Tests that need it
 # take it through the `test_data` fixture (conftest.py), which skips them, saying what is missing, without it.
@@ -86,9 +90,14 @@ def lq_patch(family):
     return 16
 
 
+def eval_net(arch, seed=0):
+    """A network of ``arch`` initialised with ``seed``, in eval mode."""
+    torch.manual_seed(seed)
+    return build_network(dict(arch)).eval()
+
+
 def save_random_teacher(path, arch_opt, seed=0):
     """Save a randomly initialised teacher in BasicSR's checkpoint format."""
-    from basicsr.archs import build_network
     torch.manual_seed(seed)
     net = build_network(deepcopy(arch_opt))
     torch.save({'params': net.state_dict(), 'params_ema': net.state_dict()}, path)
@@ -120,6 +129,42 @@ def sr_options(name, root, scale, network_g, hr_dir, lr_dir, total_iter=20, val=
                           metrics=dict(psnr=dict(type='calculate_psnr', crop_border=scale, test_y_channel=True)))
     if extra:
         deep_update(opt, extra)
+    return opt
+
+
+def tiny_sr_run(tmp_path, tiny_data, name, total_iter, extra=None):
+    """An SRModel option file of a tiny EDSR x2 on ``tiny_data``, written as ``<name>.yml``."""
+    hr, lr = tiny_data[2]
+    opt = sr_options(name, str(tmp_path), 2, tiny_arch('EDSR', 'g', 2), hr, lr, total_iter=total_iter, extra=extra)
+    return write_yaml(str(tmp_path / f'{name}.yml'), opt)
+
+
+def mipkd_options(tmp_path, tiny_data, name, total_iter, family='EDSR', scale=2, save_freq=5, extra=None):
+    """A MiPKDModel option file of a tiny teacher and student on ``tiny_data`` (several iterations per epoch, so a
+    resume lands mid-epoch), written as ``<name>.yml``."""
+    hr, lr = tiny_data[scale]
+    teacher = save_random_teacher(str(tmp_path / f'teacher_{family}.pth'), tiny_arch(family, 't', scale))
+    opt = sr_options(name, str(tmp_path), scale, tiny_arch(family, 'g', scale), hr, lr, total_iter=total_iter,
+                     model_type='MiPKDModel', val=False,
+                     extra=dict(network_t=tiny_arch(family, 't', scale), distill=dict(num_stages=2),
+                                logger=dict(print_freq=5, save_checkpoint_freq=save_freq, use_tb_logger=False)))
+    opt['path']['pretrain_network_t'] = teacher
+    opt['datasets']['train']['dataset_enlarge_ratio'] = 3  # several iterations per epoch: resume mid-epoch
+    if extra:
+        deep_update(opt, extra)
+    return write_yaml(str(tmp_path / f'{name}.yml'), opt)
+
+
+def kd_options(tmp_path, tiny_data, name, total_iter=4, model_type='KDModel'):
+    """Options (a dict) of a tiny EDSR x2 distillation run on ``tiny_data``, validated and saved every 2 iterations."""
+    hr, lr = tiny_data[2]
+    teacher = save_random_teacher(str(tmp_path / 'teacher.pth'), tiny_arch('EDSR', 't', 2))
+    opt = sr_options(name, str(tmp_path), 2, tiny_arch('EDSR', 'g', 2), hr, lr, total_iter=total_iter,
+                     model_type=model_type,
+                     extra=dict(network_t=tiny_arch('EDSR', 't', 2), distill=dict(num_stages=2),
+                                logger=dict(print_freq=2, save_checkpoint_freq=2, use_tb_logger=False)))
+    opt['path']['pretrain_network_t'] = teacher
+    opt['val']['val_freq'] = 2
     return opt
 
 
@@ -161,6 +206,24 @@ def run_cli(args, cwd, timeout=600, env=None, check=True):
     return proc
 
 
+def start_training(opt_file, cwd, env=None, extra_args=()):
+    """Start tests/train_runner.py (mixprior-train with test hooks) on ``opt_file``; return the Popen."""
+    return subprocess.Popen([sys.executable, os.path.join(TESTS, 'train_runner.py'), '-opt', opt_file, *extra_args],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONPATH=REPO, **(env or {})))
+
+
+def wait_for_file(path, proc, timeout=300):
+    """Wait until ``path`` exists; fail if the training process ``proc`` ends first or ``timeout`` passes."""
+    start = time.time()
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            raise AssertionError(f'training ended before {path} appeared:\n{proc.stdout.read()[-3000:]}')
+        if time.time() - start > timeout:
+            raise AssertionError(f'{path} did not appear in {timeout} s')
+        time.sleep(0.02)
+
+
 def console_script(name):
     """Path of an installed console script beside this Python (tools/setup_env.sh installs them)."""
     path = os.path.join(os.path.dirname(sys.executable), name)
@@ -198,3 +261,49 @@ def state_equal(a, b):
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(state_equal(x, y) for x, y in zip(a, b))
     return a == b
+
+
+# ---- the command-line tools (tools/<name>.py) and their images ---------------------------------------------
+def load_tool(name):
+    """tools/<name>.py as a module, whose ``main(argv)`` a test calls in-process."""
+    spec = importlib.util.spec_from_file_location(f'tool_{name}', os.path.join(REPO, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def exit_message(func, argv):
+    """The message of the SystemExit a tool's ``main(argv)`` ends with (a non-zero exit)."""
+    import pytest
+    with pytest.raises(SystemExit) as info:
+        func(argv)
+    assert info.value.code not in (0, None)
+    return str(info.value.code)
+
+
+def matlab_resize(img, factor):
+    """The reference resize, written out with BasicSR's imresize (independent of the tools).
+
+    "Bicubic upsampling" in the tool tests and in tools/evaluate.py means
+    ``uint8(clip(round(imresize(lr / 255., s) * 255)))`` with BasicSR's MATLAB-style ``imresize`` on the
+    official LR image read by ``cv2.imread`` (3-channel BGR).
+    """
+    return np.clip(np.round(imresize(img.astype(np.float64) / 255., factor) * 255.), 0, 255).astype(np.uint8)
+
+
+def crop(img, s):
+    """``img`` cropped to a multiple of ``s`` (as HR images are for scale ``s``)."""
+    return img[:img.shape[0] // s * s, :img.shape[1] // s * s]
+
+
+def write_sources(folder, rng, spec):
+    """Write images {file name: (h, w, gray)}; returns {name: path}."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    for fname, (h, w, gray) in spec.items():
+        img = smooth_image(rng, h, w, 1 if gray else 3)
+        img = img.reshape(h, w) if gray else img
+        path = os.path.join(folder, fname)
+        assert cv2.imwrite(path, img)
+        paths[os.path.splitext(fname)[0]] = path
+    return paths

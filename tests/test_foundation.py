@@ -1,4 +1,4 @@
-"""Foundation: registration, entry points, train_pipeline, CPU resume, plain BasicSR options."""
+"""Foundation: registration, entry points, train_pipeline (CPU resume, plain BasicSR options: test_basicsr_fixes.py)."""
 import glob
 import importlib
 import inspect
@@ -7,12 +7,11 @@ import pkgutil
 import re
 
 import pytest
-import torch
 from torch import nn
 
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 
-from helpers import REPO, run_cli, sr_options, tiny_arch, write_yaml
+from helpers import REPO, run_cli, tiny_sr_run
 
 
 def plugin_components():
@@ -68,14 +67,8 @@ def test_entry_points_declared():
         assert os.path.exists(os.path.join(bindir, script)) or shutil.which(script), script
 
 
-def _tiny_sr_run(tmp_path, tiny_data, name, total_iter, extra=None):
-    hr, lr = tiny_data[2]
-    opt = sr_options(name, str(tmp_path), 2, tiny_arch('EDSR', 'g', 2), hr, lr, total_iter=total_iter, extra=extra)
-    return write_yaml(str(tmp_path / f'{name}.yml'), opt)
-
-
 def test_train_pipeline_20_iters_with_validation(tmp_path, tiny_data):
-    opt_file = _tiny_sr_run(tmp_path, tiny_data, 'sr20', 20)
+    opt_file = tiny_sr_run(tmp_path, tiny_data, 'sr20', 20)
     proc = run_cli(['-m', 'mixprior_plugin.train', '-opt', opt_file], cwd=str(tmp_path))
     exp = tmp_path / 'experiments' / 'sr20'
     log = open(glob.glob(str(exp / 'train_sr20_*.log'))[0]).read()
@@ -85,39 +78,3 @@ def test_train_pipeline_20_iters_with_validation(tmp_path, tiny_data):
     assert (exp / 'training_states' / '20.state').exists()
     assert (tmp_path / 'tb_logger' / 'sr20').is_dir()
     assert 'Traceback' not in proc.stderr
-
-
-def test_auto_resume_without_cuda(tmp_path, tiny_data):
-    assert not torch.cuda.is_available() or os.environ.get('CUDA_VISIBLE_DEVICES') == ''
-    opt_file = _tiny_sr_run(tmp_path, tiny_data, 'resume', 10)
-    run_cli(['-m', 'mixprior_plugin.train', '-opt', opt_file], cwd=str(tmp_path))
-    state = torch.load(tmp_path / 'experiments' / 'resume' / 'training_states' / '10.state', weights_only=False)
-    assert state['iter'] == 10
-    # longer run, same name: auto-resume must pick up iteration 10 on CPU
-    opt_file = _tiny_sr_run(tmp_path, tiny_data, 'resume', 20)
-    proc = run_cli(['-m', 'mixprior_plugin.train', '-opt', opt_file, '--auto_resume'], cwd=str(tmp_path),
-                   env={'CUDA_VISIBLE_DEVICES': ''})
-    out = proc.stdout + proc.stderr
-    log = ''.join(open(f).read() for f in glob.glob(str(tmp_path / 'experiments' / 'resume' / 'train_*.log')))
-    assert 'Resuming training from epoch' in log and 'iter: 10' in log, out[-3000:]
-    assert (tmp_path / 'experiments' / 'resume' / 'training_states' / '20.state').exists()
-
-
-def test_plain_basicsr_option_file_runs_unchanged(tmp_path, tiny_data):
-    """A stock BasicSR EDSR option file (num_gpu: 1, DIV2K-style paths) runs through mixprior-train.
-
-    Only data paths and sizes are overridden on the command line with BasicSR's own --force_yml.
-    """
-    src = os.path.join(REPO, 'tests', 'data', 'train_EDSR_Mx2_basicsr.yml')
-    hr, lr = tiny_data[2]
-    force = [
-        f'datasets:train:dataroot_gt={hr}', f'datasets:train:dataroot_lq={lr}', 'datasets:train:meta_info_file=~',
-        'datasets:train:gt_size=32', 'datasets:train:batch_size_per_gpu=2', 'datasets:train:num_worker_per_gpu=0',
-        f'datasets:val:dataroot_gt={hr}', f'datasets:val:dataroot_lq={lr}', 'network_g:num_feat=8',
-        'network_g:num_block=2', 'train:total_iter=6', 'logger:print_freq=2', 'logger:save_checkpoint_freq=6',
-        'val:val_freq=6'
-    ]
-    proc = run_cli(['-m', 'mixprior_plugin.train', '-opt', src, '--force_yml'] + force, cwd=str(tmp_path))
-    exp = tmp_path / 'experiments' / 'EDSR_Mx2_f64b16_DIV2K_300k_B16G1_wandb'
-    assert (exp / 'models' / 'net_g_6.pth').exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert 'Validation Set5' in open(glob.glob(str(exp / 'train_*.log'))[0]).read()

@@ -1,4 +1,4 @@
-"""Distillation chassis: KDModel, stage adapters, teacher handling, save/resume, export, validation."""
+"""Distillation chassis: KDModel, teacher handling, save/resume, export, validation (stage adapters: test_stages.py)."""
 import copy
 import os
 import subprocess
@@ -17,23 +17,11 @@ from helpers import (
     SCALES,
     base_model_opt,
     run_cli,
-    save_random_teacher,
     state_equal,
     tiny_arch,
     write_yaml,
 )
-from mixprior_plugin.stages import build_adapters
 from mixprior_plugin.utils.options import OptionError, normalise_teacher_aliases
-
-
-@pytest.fixture
-def teacher_file(tmp_path):
-    """Factory: save a tiny random teacher for (family, scale) and return its path."""
-
-    def make(family, scale):
-        return save_random_teacher(str(tmp_path / f'teacher_{family}_x{scale}.pth'), tiny_arch(family, 't', scale))
-
-    return make
 
 
 def kd_opt(family, scale, teacher_path, tmp_path=None, **extra):
@@ -85,21 +73,6 @@ def test_kd_step_teacher_frozen_student_learns(family, scale, teacher_file):
     # the connector (extra module) trained too
     conn = model.net_extra['connectors']['0']
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in conn.parameters())
-
-
-@pytest.mark.parametrize('family', FAMILIES)
-def test_adapter_staged_forward_matches_network(family):
-    torch.manual_seed(0)
-    net_t, net_g = build_network(tiny_arch(family, 't', 4)), build_network(tiny_arch(family, 'g', 4))
-    adapter_t, adapter_g = build_adapters(dict(num_stages=2), net_t, net_g)
-    for adapter, net in ((adapter_t, net_t), (adapter_g, net_g)):
-        net.eval()
-        x = torch.rand(1, 3, 16, 16)
-        out, head, feats = adapter.forward_staged(x)
-        assert torch.allclose(out, net(x), atol=1e-5)
-        # stages run piecewise from the middle reproduce the rest of the network
-        rest = adapter.run_tail(adapter.run_stages(feats[0], 1, 1, {}), head, {})
-        assert torch.allclose(rest, out, atol=1e-5)
 
 
 def test_output_kd_changes_student_gradient(teacher_file):

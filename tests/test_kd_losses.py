@@ -20,7 +20,7 @@ from basicsr.models import build_model
 from basicsr.utils.misc import check_resume
 from basicsr.utils.registry import LOSS_REGISTRY
 
-from helpers import REPO, base_model_opt, save_random_teacher, state_equal, tiny_arch, write_yaml
+from helpers import REPO, base_model_opt, state_equal, tiny_arch, write_yaml
 from mixprior_plugin.losses import kd_loss
 from mixprior_plugin.utils.options import normalise_teacher_aliases
 
@@ -340,12 +340,6 @@ def test_fitnet_has_a_connector():
 
 
 # ---- through KDModel: each term alone trains the student, never the teacher --------------------
-@pytest.fixture
-def teacher_file(tmp_path):
-    def make(family, scale):
-        return save_random_teacher(str(tmp_path / f'teacher_{family}_x{scale}.pth'), tiny_arch(family, 't', scale))
-
-    return make
 
 
 def term_only_opt(family, scale, teacher_path, term, tmp_path=None):

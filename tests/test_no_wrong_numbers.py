@@ -1,81 +1,29 @@
-"""No wrong number with exit status 0: non-strict loads, the keys and data sets a test evaluates, tiles, the
-teacher check at start-up, train.amp without CUDA and the ETA."""
-import json
+"""No wrong number with exit status 0: the key and the data sets mixprior-test evaluates, the teacher check at
+start-up, train.amp without CUDA.
+
+Non-strict loads are tested in test_checkpoint.py, tools/evaluate.py and tiles in test_evaluation.py, the ETA in
+test_basicsr_fixes.py."""
 import os
 import random
 import re
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from basicsr.archs import build_network
 from basicsr.models import build_model
 
 from helpers import (
     REPO,
     base_model_opt,
     captured_log,
-    make_paired_folder,
     save_random_teacher,
     sr_options,
     tiny_arch,
     write_yaml,
 )
-from mixprior_plugin.inference import EvalError, receptive_radius, sr_tensor
-from mixprior_plugin.utils.checkpoint import CheckpointMismatchError, load_state_checked
 
 SCALE = 2
-sys.path.insert(0, os.path.join(REPO, 'tools'))
-import evaluate  # noqa: E402  (tools/evaluate.py)
-
-sys.path.pop(0)
-
-
-def _net(arch, seed=0):
-    torch.manual_seed(seed)
-    return build_network(dict(arch)).eval()
-
-
-# ---- non-strict loads report what they loaded ----------------------------------------------------------------
-@pytest.mark.bad_input
-def test_non_strict_load_of_another_width_is_refused_naming_both_shapes(bad_case):
-    teacher = _net(tiny_arch('EDSR', 't', SCALE))
-    wider = _net(dict(tiny_arch('EDSR', 't', SCALE), num_feat=12)).state_dict()
-    with pytest.raises(CheckpointMismatchError) as info:
-        load_state_checked(teacher, wider, 'teacher.pth', 'network_t (EDSR)', strict=False)
-    message = bad_case.message(info.value)
-    assert '\n' not in message
-    assert 'teacher.pth fills only 1 of the 24 parameter tensors of network_t (EDSR) (0.0% of its parameters; ' \
-        'a non-strict load needs 50%)' in message  # conv_last.bias (3 values) alone fits
-    assert 'conv_first.weight: network (16, 3, 3, 3) vs file (12, 3, 3, 3)' in message
-    # no name in common at all: the network keeps its initialisation, nothing is loaded
-    before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    renamed = {f'model.{k}': v for k, v in teacher.state_dict().items()}
-    with pytest.raises(CheckpointMismatchError, match=r'no tensor name in common \(network: conv_first.weight, '):
-        load_state_checked(teacher, renamed, 'other.pth', strict=False)
-    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
-
-
-@pytest.mark.bad_input
-def test_partial_non_strict_load_names_what_it_skipped_and_needs_half_the_network(bad_case):
-    """BasicSR's fine-tuning recipe (x2 weights into an x4 EDSR, strict_load_g: false) loads, naming the rest."""
-    x4 = _net(tiny_arch('EDSR', 'g', 4))
-    x2 = _net(tiny_arch('EDSR', 'g', 2), seed=1).state_dict()
-    with captured_log() as log:
-        report = load_state_checked(x4, x2, 'x2.pth', 'network_g (EDSR)', strict=False)
-    assert report['loaded'] == report['total'] - 2 and 0.5 < report['share'] < 1
-    warning = [text for level, text in log if level == 'WARNING'][0]
-    assert f'Non-strict load: {report["loaded"]} of {report["total"]} parameter tensors of network_g (EDSR) ' \
-        'loaded' in warning and 'left as initialised: upsample.2.bias, upsample.2.weight' in warning, warning
-    assert torch.equal(x4.state_dict()['body.1.conv2.weight'], x2['body.1.conv2.weight'])
-    # the head alone is below half the network: refused
-    head = {k: v for k, v in x2.items() if k.startswith('conv_first.')}
-    with pytest.raises(CheckpointMismatchError, match=r'fills only 2 of the \d+ parameter tensors') as info:
-        load_state_checked(x4, head, 'head.pth', strict=False)
-    assert 'tensors of the network are not in the file (body.0.conv1.weight' in bad_case.message(info.value)
 
 
 # ---- mixprior-test: the key and the data sets it evaluates ---------------------------------------------------
@@ -115,114 +63,6 @@ def test_mixprior_test_on_a_training_set_alone_is_refused(tmp_path, tiny_data, m
     del opt['datasets']['val']
     line = _test_error(opt, tmp_path, monkeypatch, capsys, bad_case)
     assert 'Option datasets holds only the training set (train): add a val or test_1 dataset' in line, line
-
-
-# ---- tools/evaluate.py ----------------------------------------------------------------------------------------
-@pytest.fixture(scope='module')
-def eval_files(tmp_path_factory):
-    """A datasets root with a set 'Tiny' (HR only: LR made by bicubic), a tiny EDSR student and weights."""
-    root = tmp_path_factory.mktemp('eval')
-    make_paired_folder(str(root / 'data' / 'Tiny'), SCALE, num=2, size=96, seed=5)
-    arch = tiny_arch('EDSR', 'g', SCALE)
-    student = _net(arch, seed=3)
-    torch.save({'params': student.state_dict(), 'params_ema': student.state_dict()}, root / 'student.pth')
-    wide = _net(dict(arch, num_feat=12))
-    torch.save({'params_ema': wide.state_dict()}, root / 'wide.pth')
-    partial = {k: v for k, v in student.state_dict().items() if not k.startswith('conv_last.')}
-    torch.save({'params_ema': partial}, root / 'partial.pth')
-    swin = tiny_arch('SwinIR', 'g', SCALE)
-    torch.save({'params': _net(swin).state_dict()}, root / 'swin.pth')
-    return dict(root=root, data=str(root / 'data'), arch=arch, swin=swin)
-
-
-def _evaluate_args(files, tmp_path, ckpt='student.pth', arch=None):
-    return ['--scale', str(SCALE), '--arch-json', json.dumps(arch or files['arch']), '--ckpt',
-            str(files['root'] / ckpt), '--data-root', files['data'], '--sets', 'Tiny', '--out-dir', str(tmp_path)]
-
-
-EVALUATE_MISTAKES = {  # case: (extra arguments, file, arch key, texts of the message)
-    'misspelt_param_key': (['--param-key', 'param_ema'], 'student.pth', None,
-                           ["--param-key 'param_ema' is not in", '(keys: params, params_ema)']),
-    'weights_of_another_width': ([], 'wide.pth', None,
-                                 ['wide.pth [params_ema] does not fit EDSR (wide; --non-strict evaluates a partial '
-                                  'load)', 'conv_first.weight: network (8, 3, 3, 3) vs file (12, 3, 3, 3)']),
-    'non_strict_weights_of_another_width': (['--non-strict'], 'wide.pth', None,
-                                            ['fills only 1 of the 16 parameter tensors of EDSR (wide)',
-                                             'conv_first.weight: network (8, 3, 3, 3) vs file (12, 3, 3, 3)']),
-    'tile_overlap_below_the_receptive_field': (['--tile', '16', '--tile-overlap', '14'], 'student.pth', None,
-                                               ['--tile-overlap 14 is too small for EDSR', 'overlap // 2 >= the '
-                                                'receptive field radius', 'changes its output 8 LR pixels away',
-                                                'use --tile-overlap 16 or more']),
-    'tile_overlap_off_the_window': (['--tile', '16', '--tile-overlap', '4'], 'swin.pth', 'swin',
-                                    ['--tile-overlap 4 is not a multiple of the window size 8']),
-}
-
-
-@pytest.mark.bad_input
-@pytest.mark.parametrize('case', sorted(EVALUATE_MISTAKES))
-def test_evaluate_refuses_what_would_give_a_wrong_number(case, eval_files, tmp_path, bad_case):
-    extra, ckpt, arch, expected = EVALUATE_MISTAKES[case]
-    with pytest.raises(SystemExit) as info:
-        evaluate.main(_evaluate_args(eval_files, tmp_path, ckpt, eval_files.get(arch)) + extra)
-    message = bad_case.message(info.value.code)
-    assert message.startswith('evaluate: ')
-    for text in expected:
-        assert text in message, f'{text!r} not in {message!r}'
-    assert not (tmp_path / 'results.json').exists()
-
-
-def test_evaluate_non_strict_evaluates_a_partial_student_naming_what_it_skipped(eval_files, tmp_path):
-    with captured_log() as log:
-        results = evaluate.main(_evaluate_args(eval_files, tmp_path, 'partial.pth') + ['--non-strict'])
-    assert 10 < results['sets']['Tiny']['methods']['partial']['psnr'] < 60
-    assert any('left as initialised: conv_last.bias, conv_last.weight' in text for _, text in log), log
-
-
-def test_evaluate_data_root_flag_keeps_its_old_name(eval_files, tmp_path):
-    common = ['--scale', str(SCALE), '--bicubic', '--sets', 'Tiny']
-    new = evaluate.main(common + ['--data-root', eval_files['data'], '--out-dir', str(tmp_path / 'new')])
-    old = evaluate.main(common + ['--datasets-root', eval_files['data'], '--out-dir', str(tmp_path / 'old')])
-    assert new['sets'] == old['sets'] and new['datasets_root'] == os.path.abspath(eval_files['data'])
-
-
-# ---- tiles --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('blocks', [1, 3])
-def test_receptive_radius_probe_agrees_with_the_arch(blocks):
-    """EDSR x2: conv_first, 2 convs per block, conv_after_body, the upsampling conv (LR) and conv_last (at HR,
-    at most one LR pixel): 2 * blocks + 4 LR pixels."""
-    net = _net(dict(tiny_arch('EDSR', 'g', SCALE), num_block=blocks))
-    assert receptive_radius(net, SCALE) == 2 * blocks + 4
-    assert receptive_radius(net, SCALE, reach=2 * blocks + 3) is None  # beyond the reach asked
-
-
-def test_tiles_equal_the_untiled_output_at_the_radius_and_are_refused_below():
-    net = _net(tiny_arch('EDSR', 'g', SCALE))
-    x = torch.rand(1, 3, 40, 36)
-    with torch.no_grad():
-        ref = net(x)
-    tiled = sr_tensor(net, x, SCALE, tile=24, overlap=16)  # radius 8 = overlap // 2
-    assert tiled.shape == ref.shape and torch.allclose(tiled, ref, atol=1e-5)
-    with pytest.raises(EvalError, match='use --tile-overlap 16 or more'):
-        sr_tensor(net, x, SCALE, tile=24, overlap=14)
-    with pytest.warns(UserWarning, match='tiled results are approximate'):
-        rough = sr_tensor(net, x, SCALE, tile=24, overlap=14, inexact_ok=True)
-    assert not torch.allclose(rough, ref, atol=1e-5)  # what the error protects against
-    # SwinIR: exact with tile and overlap multiples of the window and overlap // 2 >= its measured radius
-    swin = _net(tiny_arch('SwinIR', 'g', SCALE))
-    radius = receptive_radius(swin, SCALE, window=8)
-    overlap = -(-2 * radius // 8) * 8
-    x = torch.rand(1, 3, 3 * overlap, 2 * overlap + 8)
-    ref = sr_tensor(swin, x, SCALE, window=8)
-    tiled = sr_tensor(swin, x, SCALE, window=8, tile=overlap + 16, overlap=overlap)
-    assert torch.allclose(tiled, ref, atol=1e-5)
-
-
-def test_global_attention_is_never_tile_exact():
-    """RCAN's channel attention pools the whole image: no overlap makes tiles exact."""
-    rcan = _net(tiny_arch('RCAN', 't', SCALE))
-    assert receptive_radius(rcan, SCALE) is None
-    with pytest.raises(EvalError, match=r'more than 64 LR pixels away \(global pooling or attention\)'):
-        sr_tensor(rcan, torch.rand(1, 3, 40, 40), SCALE, tile=32, overlap=16)
 
 
 # ---- the teacher check at start-up -------------------------------------------------------------------------
@@ -281,7 +121,7 @@ def test_teacher_check_on_training_patches_keeps_the_random_stream(tmp_path, tin
     assert torch.equal(torch.get_rng_state(), states[2])
 
 
-# ---- train.amp without CUDA, the ETA ------------------------------------------------------------------------
+# ---- train.amp without CUDA ------------------------------------------------------------------------------
 @pytest.mark.bad_input
 @pytest.mark.parametrize('amp', ['fp16', 'bf16'])
 def test_amp_without_cuda_says_what_it_costs_and_warns_when_slower(amp, tmp_path, bad_case):
@@ -301,21 +141,3 @@ def test_amp_without_cuda_says_what_it_costs_and_warns_when_slower(amp, tmp_path
     state = torch.get_rng_state()  # the timing leaves the run's random stream alone
     cpu_autocast_slowdown(model.amp_dtype, repeats=1)
     assert torch.equal(state, torch.get_rng_state())
-
-
-def test_eta_is_never_negative():
-    """BasicSR prints "-1 day, 23:59:59" at the last iteration of a run whose steps take over a second."""
-    from basicsr.utils import MessageLogger
-
-    from mixprior_plugin.basicsr_fixes import wrap_message_logger
-    opt = dict(name='eta', logger=dict(print_freq=1, use_tb_logger=False), train=dict(total_iter=10))
-    lines = {}
-    for label, cls in (('basicsr', MessageLogger), ('mixprior', wrap_message_logger(MessageLogger))):
-        logger = cls(opt, start_iter=0)
-        logger.start_time = time.time() - 20  # 10 iterations in 20 s
-        with captured_log() as log:
-            logger(dict(epoch=0, iter=10, lrs=[1e-4], time=2.0, data_time=0.0))
-        lines[label] = log[-1][1]
-    assert 'eta: -1 day, 23:59:59' in lines['basicsr']  # the bug, as BasicSR has it
-    assert 'eta: 0:00:00' in lines['mixprior'] and lines['mixprior'].replace('0:00:00', '') == \
-        lines['basicsr'].replace('-1 day, 23:59:59', '')

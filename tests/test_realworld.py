@@ -278,23 +278,6 @@ def test_synthesis_crop_and_pool_options_are_checked(hr_data):
         assert torch.equal(crop, img[:, top:top + 4, left:left + 4])
 
 
-def test_opencv5_jpeg_quality_fix():
-    """BasicSR's add_jpg_compression passes a float quality, which OpenCV 5 refuses; the plugin rounds it."""
-    import cv2
-
-    from basicsr.data import degradations
-
-    from mixprior_plugin.basicsr_fixes import ORIGINALS, fix_jpg_quality
-    fix_jpg_quality()
-    img = np.random.default_rng(0).uniform(0, 1, (16, 16, 3)).astype(np.float32)
-    with pytest.raises(cv2.error):
-        ORIGINALS['add_jpg_compression'](img, 55.4)  # BasicSR's own function, as shipped
-    out = degradations.add_jpg_compression(img, 55.4)
-    assert np.array_equal(out, ORIGINALS['add_jpg_compression'](img, 55))
-    np.random.seed(0)
-    assert degradations.random_add_jpg_compression(img, (50, 60)).shape == img.shape
-
-
 # ---- every method on Real-ESRGAN's teacher and compact students ---------------------------------------
 def _gen_options():
     import importlib.util

@@ -1,11 +1,8 @@
-"""Command-line tools: prepare_data, evaluate, complexity, inspect_stages.
+"""Command-line tools: prepare_data, complexity, inspect_stages (tools/evaluate.py: test_evaluation.py).
 
 Each tool is loaded from tools/<name>.py and its ``main(argv)`` called in-process; errors are the
-``SystemExit`` message the tool prints. "Bicubic upsampling" here and in tools/evaluate.py means
-``uint8(clip(round(imresize(lr / 255., s) * 255)))`` with BasicSR's MATLAB-style ``imresize`` on
-the official LR image read by ``cv2.imread`` (3-channel BGR).
+``SystemExit`` message the tool prints. "Bicubic" LR is :func:`helpers.matlab_resize`.
 """
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,67 +16,26 @@ import torch
 import yaml
 
 from basicsr.archs import build_network
-from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.models import build_model
-from basicsr.utils import img2tensor, tensor2img
-from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from helpers import REPO, SHARED_DATASETS, base_model_opt, save_random_teacher, smooth_image, tiny_arch, write_yaml
-from mixprior_plugin.inference import sr_tensor
+from helpers import (
+    REPO,
+    base_model_opt,
+    crop,
+    exit_message,
+    load_tool,
+    matlab_resize,
+    smooth_image,
+    tiny_arch,
+    write_sources,
+    write_yaml,
+)
 from mixprior_plugin.models.kd_model import KDModel
 
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', os.path.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 prepare_data = load_tool('prepare_data')
-evaluate = load_tool('evaluate')
 complexity = load_tool('complexity')
 inspect_stages = load_tool('inspect_stages')
-
-
-@pytest.fixture
-def teacher_file(tmp_path):
-    """Factory: save a tiny random teacher for (family, scale) and return its path."""
-
-    def make(family, scale):
-        return save_random_teacher(str(tmp_path / f'teacher_{family}_x{scale}.pth'), tiny_arch(family, 't', scale))
-
-    return make
-
-
-def matlab_resize(img, factor):
-    """The reference resize, written out with BasicSR's imresize (independent of the tools)."""
-    return np.clip(np.round(imresize(img.astype(np.float64) / 255., factor) * 255.), 0, 255).astype(np.uint8)
-
-
-def crop(img, s):
-    return img[:img.shape[0] // s * s, :img.shape[1] // s * s]
-
-
-def exit_message(func, argv):
-    with pytest.raises(SystemExit) as info:
-        func(argv)
-    assert info.value.code not in (0, None)
-    return str(info.value.code)
-
-
-def write_sources(folder, rng, spec):
-    """Write images {file name: (h, w, gray)}; returns {name: path}."""
-    os.makedirs(folder, exist_ok=True)
-    paths = {}
-    for fname, (h, w, gray) in spec.items():
-        img = smooth_image(rng, h, w, 1 if gray else 3)
-        img = img.reshape(h, w) if gray else img
-        path = os.path.join(folder, fname)
-        assert cv2.imwrite(path, img)
-        paths[os.path.splitext(fname)[0]] = path
-    return paths
 
 
 def paired_dataset(entry, phase='train', gt_size=None):
@@ -222,162 +178,6 @@ def test_prepare_on_shared_layouts(tmp_path, test_data):
         h, w = cv2.imread(str(tmp_path / 'bsd' / 'HR' / f)).shape[:2]
         assert h % 3 == 0 and w % 3 == 0 and {h, w} <= {480, 321}
     assert bsd['splits']['all']['count'] == 2
-
-
-# ---- evaluate -----------------------------------------------------------------------------------------
-def sr_by_hand(net, lr):
-    x = img2tensor(lr.astype(np.float32) / 255., bgr2rgb=True, float32=True)[None]
-    with torch.no_grad():
-        return tensor2img(net(x))
-
-
-def test_evaluate_bicubic_set5_x4_matches_basicsr(tmp_path, test_data):
-    set5 = os.path.dirname(os.path.dirname(test_data('datasets', 'Set5', 'LR_bicubic', 'X4')))
-    psnrs, ssims = [], []
-    for fname in sorted(os.listdir(os.path.join(set5, 'HR'))):
-        name = os.path.splitext(fname)[0]
-        hr = crop(cv2.imread(os.path.join(set5, 'HR', fname)), 4)
-        lr = cv2.imread(os.path.join(set5, 'LR_bicubic', 'X4', f'{name}x4.png'))
-        sr = matlab_resize(lr, 4)
-        psnrs.append(calculate_psnr(sr, hr, crop_border=4, test_y_channel=True))
-        ssims.append(calculate_ssim(sr, hr, crop_border=4, test_y_channel=True))
-    results = evaluate.main(['--scale', '4', '--bicubic', '--sets', 'Set5', '--data-root', SHARED_DATASETS,
-                             '--out-dir', str(tmp_path)])
-    got = results['sets']['Set5']
-    assert got['num_images'] == 5 and got['lr'] == {'official': 5, 'generated': 0}
-    assert got['methods']['bicubic']['psnr'] == pytest.approx(np.mean(psnrs), abs=1e-9)
-    assert got['methods']['bicubic']['ssim'] == pytest.approx(np.mean(ssims), abs=1e-9)
-    assert 28.0 < got['methods']['bicubic']['psnr'] < 29.0  # published: 28.42 dB
-    saved = json.load(open(tmp_path / 'results.json'))
-    assert saved['sets']['Set5']['methods']['bicubic']['psnr'] == got['methods']['bicubic']['psnr']
-    print(f'Set5 x4 bicubic: {np.mean(psnrs):.4f} dB / {np.mean(ssims):.4f}')
-
-
-def fake_root(tmp_path, scale=4):
-    """A datasets root with one test set 'Tiny': PNG, JPEG and grayscale HR (uncropped sizes), an
-    official LR for 'a' only (made with INTER_AREA, so it differs from MATLAB bicubic)."""
-    root = tmp_path / 'datasets'
-    src = write_sources(str(root / 'Tiny' / 'HR'), np.random.default_rng(6),
-                        {'a.png': (54, 70, False), 'g.png': (40, 42, True), 'j.jpg': (45, 47, False)})
-    lr_dir = root / 'Tiny' / 'LR_bicubic' / f'X{scale}'
-    lr_dir.mkdir(parents=True)
-    hr_a = crop(cv2.imread(src['a']), scale)
-    cv2.imwrite(str(lr_dir / f'ax{scale}.png'),
-                cv2.resize(hr_a, (hr_a.shape[1] // scale, hr_a.shape[0] // scale), interpolation=cv2.INTER_AREA))
-    return str(root), src
-
-
-def save_student(path, arch, seed):
-    torch.manual_seed(seed)
-    net = build_network(deepcopy(arch))
-    torch.save({'params': net.state_dict()}, path)
-    return net.eval()
-
-
-def test_evaluate_checkpoint_from_kd_option_file(tmp_path, teacher_file):
-    root, src = fake_root(tmp_path)
-    student = tiny_arch('EDSR', 'g', 4)
-    net = save_student(str(tmp_path / 'student.pth'), student, seed=1)
-    opt = base_model_opt(student, tiny_arch('EDSR', 't', 4), 4, teacher_file('EDSR', 4))
-    opt_file = write_yaml(str(tmp_path / 'kd.yml'), opt)
-    results = evaluate.main(['--scale', '4', '-opt', opt_file, '--ckpt', str(tmp_path / 'student.pth'), '--label',
-                             'kd', '--data-root', root, '--sets', 'Tiny', '--out-dir', str(tmp_path / 'ev')])
-    got = results['sets']['Tiny']
-    assert got['lr'] == {'official': 1, 'generated': 2}
-    for name, path in src.items():
-        hr = crop(cv2.imread(path), 4)
-        lr = (cv2.imread(os.path.join(root, 'Tiny', 'LR_bicubic', 'X4', 'ax4.png')) if name == 'a' else
-              matlab_resize(hr, 1 / 4))
-        sr = sr_by_hand(net, lr)
-        assert got['methods']['kd']['images'][name]['psnr'] == pytest.approx(
-            calculate_psnr(sr, hr, crop_border=4, test_y_channel=True), abs=1e-9), name
-        assert got['methods']['kd']['images'][name]['ssim'] == pytest.approx(
-            calculate_ssim(sr, hr, crop_border=4, test_y_channel=True), abs=1e-9), name
-    assert '| Tiny (3) | 1 official, 2 made |' in open(tmp_path / 'ev' / 'results.md').read()
-
-
-def test_evaluate_compare_chart_images_and_crop_figure(tmp_path):
-    root, src = fake_root(tmp_path)
-    arch = tiny_arch('EDSR', 'g', 4)
-    arch_file = tmp_path / 'arch.json'
-    arch_file.write_text(json.dumps(arch))
-    for seed in (1, 2):
-        save_student(str(tmp_path / f's{seed}.pth'), arch, seed)
-    out = tmp_path / 'cmp'
-    results = evaluate.main(['--scale', '4', '--arch-json', str(arch_file), '--compare', f'one={tmp_path}/s1.pth',
-                             f'two={tmp_path}/s2.pth@{arch_file}', '--bicubic', '--data-root', root, '--sets',
-                             'Tiny', '--out-dir', str(out), '--save-images', '--crop-figure', 'a', '8', '4', '24'])
-    assert [m['label'] for m in results['methods']] == ['one', 'two', 'bicubic']
-    means = results['sets']['Tiny']['methods']
-    for label in ('two', 'bicubic'):
-        assert results['deltas'][label]['Tiny']['psnr'] == pytest.approx(means[label]['psnr'] - means['one']['psnr'])
-    assert means['one']['psnr'] != means['two']['psnr']
-    table = open(out / 'results.md').read()
-    assert 'Δ two vs one' in table and f'{results["deltas"]["two"]["Tiny"]["psnr"]:+.2f}' in table
-    for fig in ('delta_psnr.png', 'crop_a.png'):
-        img = cv2.imread(str(out / fig))
-        assert img is not None and img.shape[0] > 100 and img.shape[1] > 100, fig
-    for label in ('one', 'two', 'bicubic'):
-        for name, path in src.items():
-            sr = cv2.imread(str(out / 'images' / label / 'Tiny' / f'{name}.png'))
-            assert sr.shape == crop(cv2.imread(path), 4).shape
-    # a crop box outside the image, an unknown image name
-    assert 'outside' in exit_message(evaluate.main, ['--scale', '4', '--bicubic', '--data-root', root, '--sets',
-                                                     'Tiny', '--out-dir', str(out), '--crop-figure', 'g', '30', '0',
-                                                     '16'])
-    assert "'zzz'" in exit_message(evaluate.main, ['--scale', '4', '--bicubic', '--data-root', root, '--sets',
-                                                   'Tiny', '--out-dir', str(out), '--crop-figure', 'zzz', '0', '0',
-                                                   '8'])
-
-
-def test_evaluate_tiles_are_exact_for_conv_nets_and_swinir_is_padded(tmp_path):
-    torch.manual_seed(0)
-    net = build_network(tiny_arch('EDSR', 'g', 2)).eval()
-    x = torch.rand(1, 3, 40, 36)
-    with torch.no_grad():
-        ref = net(x)
-    # receptive field radius of the tiny EDSR: 8 LR pixels <= overlap // 2 (test_no_wrong_numbers: smaller overlaps)
-    tiled = sr_tensor(net, x, 2, tile=24, overlap=16)
-    assert tiled.shape == ref.shape and torch.allclose(tiled, ref, atol=1e-5)
-    assert torch.equal(sr_tensor(net, x, 2, tile=64, overlap=16), ref)  # image smaller than a tile
-    swin = build_network(tiny_arch('SwinIR', 'g', 4)).eval()
-    x = torch.rand(1, 3, 12, 20)
-    out = sr_tensor(swin, x, 4, window=8)
-    padded = torch.nn.functional.pad(x, (0, 4, 0, 4), mode='reflect')
-    with torch.no_grad():
-        assert torch.allclose(out, swin(padded)[..., :48, :80], atol=1e-6)
-    with pytest.raises(ValueError, match='multiple of the window'):
-        sr_tensor(swin, torch.rand(1, 3, 40, 40), 4, window=8, tile=20, overlap=4)
-    # through the CLI: tiled and untiled EDSR give the same figures
-    root, _ = fake_root(tmp_path, scale=2)
-    save_student(str(tmp_path / 's.pth'), tiny_arch('EDSR', 'g', 2), 3)
-    common = ['--scale', '2', '--arch-json', json.dumps(tiny_arch('EDSR', 'g', 2)), '--ckpt', str(tmp_path / 's.pth'),
-              '--data-root', root, '--sets', 'Tiny']
-    plain = evaluate.main(common + ['--out-dir', str(tmp_path / 'p')])['sets']['Tiny']['methods']['s']
-    tiled = evaluate.main(common + ['--out-dir', str(tmp_path / 't'), '--tile', '24', '--tile-overlap', '16'])
-    assert tiled['sets']['Tiny']['methods']['s']['psnr'] == pytest.approx(plain['psnr'], abs=1e-3)
-
-
-def test_evaluate_errors_name_the_culprit(tmp_path):
-    root, src = fake_root(tmp_path)
-    arch = tiny_arch('EDSR', 'g', 4)
-    save_student(str(tmp_path / 's.pth'), tiny_arch('EDSR', 't', 4), 0)  # a teacher's weights
-    msg = exit_message(evaluate.main, ['--scale', '4', '--arch-json', json.dumps(arch),
-                                       '--ckpt', str(tmp_path / 's.pth'),
-                                       '--data-root', root, '--sets', 'Tiny', '--out-dir', str(tmp_path / 'o')])
-    assert 's.pth' in msg and 'shape mismatch' in msg
-    msg = exit_message(evaluate.main, ['--scale', '2', '--arch-json', json.dumps(arch),
-                                       '--ckpt', str(tmp_path / 's.pth'),
-                                       '--data-root', root, '--sets', 'Tiny', '--out-dir', str(tmp_path / 'o')])
-    assert 'upscale=4' in msg
-    msg = exit_message(evaluate.main, ['--scale', '4', '--bicubic', '--data-root', root, '--sets', 'Set5',
-                                       '--out-dir', str(tmp_path / 'o')])
-    assert os.path.join(root, 'Set5') in msg
-    bad = os.path.join(root, 'Tiny', 'HR', 'zz.jpg')
-    open(bad, 'wb').write(open(src['j'], 'rb').read()[:-300])
-    msg = exit_message(evaluate.main, ['--scale', '4', '--bicubic', '--data-root', root, '--sets', 'Tiny',
-                                       '--out-dir', str(tmp_path / 'o')])
-    assert bad in msg and 'corrupt' in msg
 
 
 # ---- complexity ---------------------------------------------------------------------------------------

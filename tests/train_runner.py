@@ -1,4 +1,4 @@
-"""mixprior-train with test hooks (for test_reliability), set by environment variables.
+"""mixprior-train with test hooks, set by environment variables (test_checkpoint, test_validation, test_basicsr_fixes).
 
 MIXPRIOR_TEST_SLOW_ITER=<seconds>: sleep once per iteration, so a test can kill -9 the run at a
     chosen point (the arithmetic is unchanged).

@@ -1,248 +1,23 @@
-"""Scale-out and reliability: torchrun DDP, kill -9 + exact resume, atomic writes, bad input."""
+"""mixprior_plugin.utils.validation: option values and data folders checked before anything is built."""
+import contextlib
+import copy
 import glob
+import io
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
+import shutil
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
-from helpers import REPO, run_cli, save_random_teacher, sr_options, tiny_arch, write_yaml
-from mixprior_plugin.utils.checkpoint import atomic_save, load_checkpoint
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
-
-
-def mipkd_options(tmp_path, tiny_data, name, total_iter, family='EDSR', scale=2, save_freq=5, extra=None):
-    hr, lr = tiny_data[scale]
-    teacher = save_random_teacher(str(tmp_path / f'teacher_{family}.pth'), tiny_arch(family, 't', scale))
-    opt = sr_options(name, str(tmp_path), scale, tiny_arch(family, 'g', scale), hr, lr, total_iter=total_iter,
-                     model_type='MiPKDModel', val=False,
-                     extra=dict(network_t=tiny_arch(family, 't', scale), distill=dict(num_stages=2),
-                                logger=dict(print_freq=5, save_checkpoint_freq=save_freq, use_tb_logger=False)))
-    opt['path']['pretrain_network_t'] = teacher
-    opt['datasets']['train']['dataset_enlarge_ratio'] = 3  # several iterations per epoch: resume mid-epoch
-    if extra:
-        from helpers import deep_update
-        deep_update(opt, extra)
-    return write_yaml(str(tmp_path / f'{name}.yml'), opt)
+from helpers import REPO, TESTS, kd_options, make_paired_folder, mipkd_options, run_cli, write_yaml
+from mixprior_plugin.utils.checkpoint import load_checkpoint
+from mixprior_plugin.utils.options import OptionError
+from mixprior_plugin.utils.validation import validate_files, validate_options
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-# ---- DDP -----------------------------------------------------------------------------------------
-def test_torchrun_gloo_two_processes_mipkd(tmp_path, tiny_data):
-    opt_file = mipkd_options(tmp_path, tiny_data, 'ddp', 10, save_freq=10)
-    out = tmp_path / 'ranks'
-    out.mkdir()
-    proc = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
-         os.path.join(TESTS, 'ddp_runner.py'), str(out), '-opt', opt_file, '--launcher', 'pytorch'],
-        cwd=str(tmp_path), capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    r0, r1 = (torch.load(out / f'rank{r}.pth', weights_only=False) for r in (0, 1))
-    assert (r0['rank'], r1['rank'], r0['world_size']) == (0, 1, 2)
-    assert not r0['teacher_wrapped'] and not r1['teacher_wrapped']
-    assert r0['train_step_wrapped'] and r1['train_step_wrapped']
-    for part in ('net_g', 'net_extra'):
-        assert r0[part].keys() == r1[part].keys()
-        for key in r0[part]:
-            assert torch.equal(r0[part][key], r1[part][key]), f'{part}.{key} differs across ranks'
-    assert any(k.startswith('mixers.') for k in r0['net_extra'])
-    # and it trained: the student moved away from its initialisation, identically on both ranks
-    assert (tmp_path / 'experiments' / 'ddp' / 'models' / 'net_g_10.pth').exists()
-
-
-def _torchrun(opt_file, cwd, out, extra_args=(), env=None):
-    out.mkdir(exist_ok=True)
-    return subprocess.Popen(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
-         os.path.join(TESTS, 'ddp_runner.py'), str(out), '-opt', opt_file, '--launcher', 'pytorch', *extra_args],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO, **(env or {})))
-
-
-def _kill_tree(pid):
-    """SIGKILL a process and all its descendants (torchrun starts its workers in their own sessions)."""
-    children = {}
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                stat = open(f'/proc/{entry}/stat').read()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(')', 1)[1].split()[1]), []).append(int(entry))
-    family, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        family.append(current)
-        todo.extend(children.get(current, []))
-    for member in reversed(family):  # workers first, so the launcher cannot restart them
-        try:
-            os.kill(member, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-@pytest.mark.slow
-def test_torchrun_kill_and_resume_restores_each_ranks_random_state(tmp_path, tiny_data):
-    """2 gloo processes, killed after the state of iteration 5 and resumed: each rank restores its own RNG
-    and route generator, so the ranks keep drawing different hybrids, and the run ends equal to an
-    uninterrupted one."""
-    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
-    for root in (straight, killed):
-        root.mkdir()
-        mipkd_options(root, tiny_data, 'ddpres', 10, save_freq=5)
-    proc = _torchrun(str(straight / 'ddpres.yml'), str(straight), straight / 'ranks')
-    output = proc.communicate(timeout=600)[0]
-    assert proc.returncode == 0, output[-5000:]
-
-    proc = _torchrun(str(killed / 'ddpres.yml'), str(killed), killed / 'ranks_killed',
-                     env=dict(MIXPRIOR_TEST_SLOW_ITER='0.5'))
-    _wait_for(str(killed / 'experiments' / 'ddpres' / 'training_states' / '5.state'), proc)
-    _kill_tree(proc.pid)
-    proc.wait()
-    time.sleep(0.5)
-    assert not (killed / 'experiments' / 'ddpres' / 'training_states' / '10.state').exists()
-    state = load_checkpoint(str(killed / 'experiments' / 'ddpres' / 'training_states' / '5.state'))
-    assert len(state['rng_per_rank']) == 2 and len(state['extras_per_rank']) == 2
-    assert not torch.equal(state['rng_per_rank'][0]['torch'], state['rng_per_rank'][1]['torch'])
-    assert state['extras_per_rank'][0] != state['extras_per_rank'][1]
-
-    proc = _torchrun(str(killed / 'ddpres.yml'), str(killed), killed / 'ranks', extra_args=('--auto_resume', ))
-    output = proc.communicate(timeout=600)[0]
-    assert proc.returncode == 0, output[-5000:]
-    a = [torch.load(straight / 'ranks' / f'rank{r}.pth', weights_only=False) for r in (0, 1)]
-    b = [torch.load(killed / 'ranks' / f'rank{r}.pth', weights_only=False) for r in (0, 1)]
-    resumed = [dict(run['routes']) for run in b]
-    assert sorted(resumed[0]) == list(range(6, 11))  # the resumed run trained iterations 6..10
-    assert resumed[0] != resumed[1], 'both ranks drew the same hybrids after the resume'
-    for rank in (0, 1):  # the same hybrids as the uninterrupted run, rank by rank
-        assert resumed[rank] == {it: r for it, r in a[rank]['routes'] if it > 5}, f'rank {rank}'
-    for part in ('net_g', 'net_extra'):
-        for key in a[0][part]:
-            assert torch.equal(a[0][part][key], b[0][part][key]), f'{part}.{key} differs from the straight run'
-
-
-# ---- kill -9, exact resume --------------------------------------------------------------------------
-def _train(opt_file, cwd, env=None, extra_args=()):
-    return subprocess.Popen([sys.executable, os.path.join(TESTS, 'train_runner.py'), '-opt', opt_file, *extra_args],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONPATH=REPO, **(env or {})))
-
-
-def _wait_for(path, proc, timeout=300):
-    start = time.time()
-    while not os.path.exists(path):
-        if proc.poll() is not None:
-            raise AssertionError(f'training ended before {path} appeared:\n{proc.stdout.read()[-3000:]}')
-        if time.time() - start > timeout:
-            raise AssertionError(f'{path} did not appear in {timeout} s')
-        time.sleep(0.02)
-
-
-def _final_weights(root, name, it):
-    models = os.path.join(root, 'experiments', name, 'models')
-    g = torch.load(os.path.join(models, f'net_g_{it}.pth'), weights_only=True)
-    extra = torch.load(os.path.join(models, f'net_extra_{it}.pth'), weights_only=True)
-    return g, extra
-
-
-def test_kill9_then_auto_resume_matches_uninterrupted_run(tmp_path, tiny_data):
-    """The resumed run ends with bit-identical weights (num_worker_per_gpu 0: see basicsr_fixes, fix 7)."""
-    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
-    straight.mkdir()
-    killed.mkdir()
-    for root in (straight, killed):
-        mipkd_options(root, tiny_data, 'run', 20)
-
-    proc = _train(str(straight / 'run.yml'), str(straight))
-    assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
-
-    proc = _train(str(killed / 'run.yml'), str(killed), env=dict(MIXPRIOR_TEST_SLOW_ITER='0.15'))
-    _wait_for(str(killed / 'experiments' / 'run' / 'training_states' / '10.state'), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    states = sorted(int(os.path.basename(p).split('.')[0])
-                    for p in glob.glob(str(killed / 'experiments' / 'run' / 'training_states' / '*.state')))
-    assert 10 in states and 20 not in states, states  # really interrupted mid-run
-
-    proc = _train(str(killed / 'run.yml'), str(killed), extra_args=('--auto_resume', ))
-    output = proc.communicate(timeout=600)[0]
-    assert proc.returncode == 0, output[-3000:]
-    assert 'Resuming training from epoch' in ''.join(
-        open(f).read() for f in glob.glob(str(killed / 'experiments' / 'run' / 'train_*.log')))
-
-    (g_a, e_a), (g_b, e_b) = _final_weights(straight, 'run', 20), _final_weights(killed, 'run', 20)
-    for key in ('params', 'params_ema'):
-        for name in g_a[key]:
-            assert torch.equal(g_a[key][name], g_b[key][name]), f'{key}.{name}'
-    for name in e_a['params']:
-        assert torch.equal(e_a['params'][name], e_b['params'][name]), f'net_extra.{name}'
-
-
-def test_kill_during_atomic_write_keeps_previous_file(tmp_path):
-    target = tmp_path / 'ckpt.pth'
-    atomic_save({'params': {'w': torch.ones(3)}}, str(target))
-    code = (f'import torch; from mixprior_plugin.utils.checkpoint import atomic_save; '
-            f'atomic_save({{"params": {{"w": torch.zeros(160_000_000)}}}}, {str(target)!r})')
-    proc = subprocess.Popen([sys.executable, '-c', code], env=dict(os.environ, PYTHONPATH=REPO))
-    deadline = time.time() + 120
-    while not glob.glob(str(tmp_path / 'ckpt.pth.*.tmp')):  # the big write has started
-        assert proc.poll() is None and time.time() < deadline, 'the writer ended before it was killed'
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert torch.equal(load_checkpoint(str(target))['params']['w'], torch.ones(3))
-
-
-def test_kill_during_training_checkpoint_write_then_resume(tmp_path, tiny_data):
-    opt_file = mipkd_options(tmp_path, tiny_data, 'midsave', 10)
-    proc = _train(opt_file, str(tmp_path),
-                  env=dict(MIXPRIOR_TEST_SLOW_SAVE='30', MIXPRIOR_TEST_SLOW_SAVE_SUFFIX='.state'))
-    states = tmp_path / 'experiments' / 'midsave' / 'training_states'
-    models = tmp_path / 'experiments' / 'midsave' / 'models'
-    _wait_for(str(states / '5.state.writing'), proc)  # the 5th-iteration state is half-way
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (states / '5.state').exists() and glob.glob(str(states / '5.state.*.tmp'))
-    # the models of iteration 5 were written whole (atomically) before the state
-    assert load_checkpoint(str(models / 'net_g_5.pth'))['params']
-    # nothing to resume from yet: auto-resume starts afresh and finishes
-    proc = _train(opt_file, str(tmp_path), extra_args=('--auto_resume', ))
-    assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
-    assert load_checkpoint(str(states / '10.state'))['iter'] == 10
-
-
-def test_resume_refuses_checkpoint_that_does_not_fit(tmp_path, tiny_data):
-    opt_file = mipkd_options(tmp_path, tiny_data, 'fit', 5)
-    run_cli([os.path.join(TESTS, 'train_runner.py'), '-opt', opt_file], cwd=str(tmp_path),
-            env=dict(PYTHONPATH=REPO))
-    # same run name, wider student: the checkpoints of iteration 5 no longer fit
-    import yaml
-    opt = yaml.safe_load(open(opt_file))
-    opt['network_g']['num_feat'] = 12
-    opt['train']['total_iter'] = 10
-    write_yaml(opt_file, opt)
-    proc = run_cli([os.path.join(TESTS, 'train_runner.py'), '-opt', opt_file, '--auto_resume'], cwd=str(tmp_path),
-                   env=dict(PYTHONPATH=REPO), check=False)
-    assert proc.returncode != 0
-    assert 'net_g_5.pth' in proc.stderr and 'does not fit EDSR' in proc.stderr
-    assert 'conv_first.weight: network (12, 3, 3, 3) vs file (8, 3, 3, 3)' in proc.stderr
-    # nothing was lost: the old checkpoints are untouched
-    assert load_checkpoint(str(tmp_path / 'experiments' / 'fit' / 'training_states' / '5.state'))['iter'] == 5
-
-
-# ---- bad input: each a clear error naming the problem, losing nothing ----------------------------------
+# ---- bad input: each a clear error naming the problem, losing nothing --------------------------------------
 def _break_malformed_yaml(opt, root):
     return 'name: x\ndatasets: {train: [unclosed\n'
 
@@ -459,3 +234,137 @@ def test_bad_input_gives_clear_error(case, tmp_path, tiny_data, monkeypatch, cap
         it = os.path.basename(last).split('.')[0]
         weights = load_checkpoint(str(tmp_path / 'experiments' / 'bad' / 'models' / f'net_g_{it}.pth'))
         assert all(torch.isfinite(v).all() for v in weights['params'].values())
+
+
+# ---- option values: a distillation run on several GPUs needs torchrun --------------------------------------
+@pytest.mark.bad_input
+def test_num_gpu_above_one_without_launcher_names_torchrun(tmp_path, tiny_data, bad_case):
+    opt = kd_options(tmp_path, tiny_data, 'gpus')
+    opt.update(num_gpu=4, dist=False, is_train=True)
+    with pytest.raises(OptionError, match='num_gpu=4 without a launcher.*torchrun --nproc_per_node=4') as info:
+        validate_options(opt)
+    bad_case.message(info.value)
+    validate_options(dict(opt, num_gpu=4, dist=True))  # under torchrun: fine
+    # BasicSR's own models use DataParallel there: left alone (without the teacher, which SRModel never reads)
+    plain = dict(opt, model_type='SRModel', path={k: v for k, v in opt['path'].items() if k != 'pretrain_network_t'})
+    for key in ('network_t', 'distill'):
+        plain.pop(key)
+    validate_options(plain)
+
+
+# ---- data folders: the layouts BasicSR reads ---------------------------------------------------------------
+# Each layout test builds a small folder of one of BasicSR's layouts (video clip folders, meta_info lists, lmdb),
+# shows that mixprior's file checks accept it and BasicSR reads it, then breaks it and shows that both refuse it.
+def _frames(folder, num, size, seed=0):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(num):
+        cv2.imwrite(os.path.join(folder, f'{i:08d}.png'), rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+
+
+def _basicsr_dataset(ds):
+    from basicsr.data import build_dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        return build_dataset(copy.deepcopy(ds))
+
+
+def _both_refuse(ds, key_text, load_index=None):
+    """mixprior's check names ``key_text``; BasicSR fails building the dataset or loading an item."""
+    with pytest.raises(OptionError, match=key_text):
+        validate_files(dict(datasets=dict(test=ds), scale=ds.get('scale'), path={}))
+    with pytest.raises(Exception):  # noqa: B017  (any failure of BasicSR)
+        dataset = _basicsr_dataset(ds)
+        if load_index is not None:
+            dataset[load_index]
+        assert len(dataset) > 0  # an empty data set is a failure too
+
+
+def test_video_clip_folders_without_meta_info(tmp_path):
+    """VideoTestDataset (Vid4/REDS4 style): one sub-folder of frames per clip, no meta_info_file."""
+    for clip in ('calendar', 'city'):
+        _frames(str(tmp_path / 'GT' / clip), 3, 32)
+        _frames(str(tmp_path / 'LQ' / clip), 3, 8)
+    ds = dict(name='Vid4', type='VideoTestDataset', dataroot_gt=str(tmp_path / 'GT'), dataroot_lq=str(tmp_path / 'LQ'),
+              io_backend=dict(type='disk'), cache_data=False, num_frame=3, padding='reflection_circle', phase='test',
+              scale=4)
+    validate_files(dict(datasets=dict(test=ds), scale=4, path={}))  # clip folders, no images at the top: fine
+    dataset = _basicsr_dataset(ds)
+    assert len(dataset) == 6 and tuple(dataset[0]['lq'].shape) == (3, 3, 8, 8)
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    _both_refuse(dict(ds, dataroot_lq=str(empty)), 'no clip folders')
+
+
+def test_video_training_clips_listed_in_meta_info(tmp_path):
+    """REDSDataset / Vimeo90KDataset: meta_info_file lists clip folders under dataroot_gt and dataroot_lq."""
+    for clip in ('001', '002'):
+        _frames(str(tmp_path / 'train_sharp' / clip), 2, 16)
+        _frames(str(tmp_path / 'train_sharp_bicubic' / clip), 2, 4)
+    meta = tmp_path / 'meta_info_REDS_GT.txt'
+    meta.write_text('001 100 (720,1280,3)\n002 100 (720,1280,3)\n')
+    ds = dict(name='REDS', type='REDSDataset', dataroot_gt=str(tmp_path / 'train_sharp'),
+              dataroot_lq=str(tmp_path / 'train_sharp_bicubic'), dataroot_flow=None, meta_info_file=str(meta),
+              val_partition='REDS4', io_backend=dict(type='disk'), num_frame=5, gt_size=256, interval_list=[1],
+              random_reverse=False, use_hflip=True, use_rot=True, phase='train', scale=4)
+    validate_files(dict(datasets=dict(train=ds), scale=4, path={}))
+    assert len(_basicsr_dataset(ds)) == 200
+    vimeo_meta = tmp_path / 'meta_info_Vimeo90K.txt'
+    vimeo_meta.write_text('00001/0001 7 (256,448,3)\n')
+    for root in ('GT', 'LQ'):
+        _frames(str(tmp_path / 'vimeo' / root / '00001' / '0001'), 1, 8)
+    vimeo = dict(name='Vimeo90K', type='Vimeo90KDataset', dataroot_gt=str(tmp_path / 'vimeo' / 'GT'),
+                 dataroot_lq=str(tmp_path / 'vimeo' / 'LQ'), meta_info_file=str(vimeo_meta),
+                 io_backend=dict(type='disk'), num_frame=7, gt_size=256, random_reverse=False, use_hflip=True,
+                 use_rot=True, phase='train', scale=4)
+    validate_files(dict(datasets=dict(train=vimeo), scale=4, path={}))
+    assert len(_basicsr_dataset(vimeo)) == 1
+    # a listed clip that is not there: refused by name (BasicSR fails when it reaches the clip)
+    meta.write_text('001 100 (720,1280,3)\n003 100 (720,1280,3)\n')
+    with pytest.raises(OptionError, match=r'clip folder\(s\) listed in .* not found in .*: 003'):
+        validate_files(dict(datasets=dict(train=ds), scale=4, path={}))
+    test_ds = dict(name='REDS4', type='VideoTestDataset', dataroot_gt=ds['dataroot_gt'], dataroot_lq=ds['dataroot_lq'],
+                   meta_info_file=str(meta), io_backend=dict(type='disk'), cache_data=False, num_frame=3,
+                   padding='reflection_circle', phase='test', scale=4)
+    _both_refuse(test_ds, '003')
+
+
+def test_paired_images_listed_in_meta_info(tmp_path):
+    """PairedImageDataset with meta_info_file: HR names may hold sub-folders; LR names follow filename_tmpl."""
+    hr, lr = make_paired_folder(str(tmp_path), 2, num=3, size=32)
+    os.makedirs(os.path.join(hr, 'sub'))
+    for name in sorted(os.listdir(hr)):
+        if name.endswith('.png'):
+            shutil.move(os.path.join(hr, name), os.path.join(hr, 'sub', name))
+    for name in os.listdir(lr):
+        os.rename(os.path.join(lr, name), os.path.join(lr, name.replace('.png', 'x2.png')))
+    meta = tmp_path / 'meta_info.txt'
+    meta.write_text(''.join(f'sub/img{i:03d}.png (32,32,3)\n' for i in range(3)))
+    ds = dict(name='meta', type='PairedImageDataset', dataroot_gt=hr, dataroot_lq=lr, meta_info_file=str(meta),
+              filename_tmpl='{}x2', io_backend=dict(type='disk'), phase='val', scale=2)
+    validate_files(dict(datasets=dict(val=ds), scale=2, path={}))
+    assert tuple(_basicsr_dataset(ds)[2]['gt'].shape) == (3, 32, 32)
+    meta.write_text(meta.read_text() + 'sub/img009.png (32,32,3)\n')
+    _both_refuse(ds, 'img009', load_index=3)
+
+
+def test_paired_lmdb_and_hidden_files(tmp_path):
+    """lmdb folders made by BasicSR's make_lmdb_from_imgs; hidden files in disk folders (BasicSR skips them)."""
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+    hr, lr = make_paired_folder(str(tmp_path), 2, num=2, size=32)
+    open(os.path.join(hr, '.DS_Store'), 'w').write('x')  # BasicSR's scandir skips hidden files: so do we
+    os.makedirs(os.path.join(lr, 'thumbnails'))  # and sub-folders
+    disk = dict(name='disk', type='PairedImageDataset', dataroot_gt=hr, dataroot_lq=lr, io_backend=dict(type='disk'),
+                phase='val', scale=2)
+    validate_files(dict(datasets=dict(val=disk), scale=2, path={}))
+    assert len(_basicsr_dataset(disk)) == 2
+    for folder, name in ((hr, 'hr.lmdb'), (lr, 'lr.lmdb')):
+        names = sorted(f for f in os.listdir(folder) if f.endswith('.png'))
+        with contextlib.redirect_stdout(io.StringIO()):
+            make_lmdb_from_imgs(folder, str(tmp_path / name), names, [os.path.splitext(n)[0] for n in names],
+                                map_size=1 << 24)
+    ds = dict(name='lmdb', type='PairedImageDataset', dataroot_gt=str(tmp_path / 'hr.lmdb'),
+              dataroot_lq=str(tmp_path / 'lr.lmdb'), io_backend=dict(type='lmdb'), phase='val', scale=2)
+    validate_files(dict(datasets=dict(val=ds), scale=2, path={}))
+    assert tuple(_basicsr_dataset(ds)[0]['gt'].shape) == (3, 32, 32)
+    os.remove(tmp_path / 'lr.lmdb' / 'meta_info.txt')
+    _both_refuse(ds, 'meta_info.txt not found')
