@@ -183,6 +183,14 @@ def test_benchmark_converged_profile_selects_on_unreported_seeds_and_keeps_curve
     assert open(out / 'curves_depth.png', 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
     # the mixers of a committed run can be inspected from its record alone
     import inspect_mixers
+    os.makedirs(out / 'mixers')
     info = inspect_mixers.main(['--record', str(out / 'runs' / 'depth' / 'MiPKD_seed0.json'), '--images',
-                                str(tmp_path / 'test' / 'Tiny' / 'HR'), '--patch', '16'])
+                                str(tmp_path / 'test' / 'Tiny' / 'HR'), '--patch', '16',
+                                '--json', str(out / 'mixers' / 'depth_MiPKD_seed0.json')])
     assert len(info['points']) == 2 and all(p['l_fpm'] > 0 for p in info['points'])
+    # ... and the report shows what it found, per run and point
+    md = benchmarking.report(str(out))
+    assert 'Inside the mixers' in md
+    rows = [line for line in md.splitlines() if line.startswith('| MiPKD_seed0 | ')]
+    assert [row.split(' | ')[1] for row in rows] == ['1', '2']
+    assert f'{info["points"][0]["zeroed_over_true"]:.2f}' in rows[0]

@@ -393,6 +393,10 @@ def report_selection(out, meta):
         plot_curves(curves, f'{setting} compression: validation PSNR of the EMA student, mean over the reported seeds',
                     os.path.join(out, f'curves_{setting}.png'))
         lines += ['', f'Learning curves: curves_{setting}.png.']
+        mixers = mixer_inspections(out, setting)
+        if mixers:
+            lines += mixer_table(mixers)
+            summary.setdefault('mixers', {})[setting] = mixers
     if which:
         lines[header_end:header_end] = which_table(which, sets)
         summary['which_method'] = which
@@ -405,6 +409,36 @@ def report_selection(out, meta):
                     step_times=step), os.path.join(out, 'results.json'))
     plot(deltas_for_plot, sets, settings, os.path.join(out, 'paired_deltas.png'))
     return text
+
+
+def mixer_inspections(out, setting):
+    """``tools/inspect_mixers.py --json`` results kept under ``<out>/mixers/`` for the MiPKD runs of ``setting``,
+    as ``{run name: result}`` (the run is named by its record: ``runs/<setting>/<method>_seed<k>.json``)."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(out, 'mixers', '*.json'))):
+        info = json.load(open(path))
+        run = info.get('run', '')
+        if os.path.basename(os.path.dirname(run)) == setting:
+            found[os.path.splitext(os.path.basename(run))[0]] = info
+    return found
+
+
+def mixer_table(mixers):
+    """Report lines: per run and distillation point, does the FPM decoder use the student's latent (L_FPM with it
+    zeroed or taken from another image, over L_FPM with the true latent), the auto-encoders' relative errors and
+    the realised mask."""
+    first = next(iter(mixers.values()))
+    lines = ['', f'Inside the mixers (`tools/inspect_mixers.py` on the reported students, {first["num_images"]} '
+             f'{first["patch"]}-px LR patches of the validation split; a ratio near 1 means the decoder ignores the '
+             'student\'s latent):', '',
+             '| run | point | L_FPM (rel.) | zeroed / true | other image / true | AE rel. error T | AE rel. error S '
+             '| mask (teacher share) |', '|---' * 8 + '|']
+    for name, info in mixers.items():
+        for p in info['points']:
+            lines.append(f'| {name} | {p["point"]} | {p["l_fpm"]:.4f} ({p["rel_fpm"]:.3f}) | '
+                         f'{p["zeroed_over_true"]:.2f} | {p["other_over_true"]:.2f} | {p["ae_rel_teacher"]:.3f} | '
+                         f'{p["ae_rel_student"]:.3f} | {p["mask_teacher_share"]:.3f} |')
+    return lines
 
 
 def which_row(setting, method, records, paired, sets, step):
