@@ -244,7 +244,8 @@ def main(argv=None):
         f.write(table + '\n')
     plot_psnr(rows, os.path.join(results_dir, 'demo_psnr.png'))
     print('One seed on four photos: this checks the pipeline end to end. Whether a method distils better is '
-          'measured by tools/benchmark.py (paired seeds, four test sets); see the README\'s Results.')
+          'measured by tools/benchmark.py (paired seeds, four test sets); see "Which method should I use?" in '
+          'the README.')
     print(f'Done in {elapsed / 60:.1f} min. Table and plot: {results_dir}/demo_results.md, demo_psnr.png; '
           f'everything is under {out}')
     return rows
