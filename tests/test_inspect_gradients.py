@@ -1,7 +1,6 @@
 """tools/inspect_gradients.py: per-term gradient norms of a KD and a MiPKD option file, checked
 against gradients taken by hand on the model, and their response to a term's loss_weight."""
 import copy
-import importlib.util
 import json
 import math
 import os
@@ -10,20 +9,13 @@ import sys
 
 import pytest
 
-from helpers import REPO, save_random_teacher, sr_options, tiny_arch, write_yaml
+from helpers import REPO, load_tool, save_random_teacher, sr_options, tiny_arch, write_yaml
 
 TOOL = os.path.join(REPO, 'tools', 'inspect_gradients.py')
 SCALE = 2
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('tool_inspect_gradients', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-inspect_gradients = load_tool()
+inspect_gradients = load_tool('inspect_gradients')
 
 
 def kd_options(root, data, teacher, model_type='KDModel', family='EDSR', train=None, mixer=None):
