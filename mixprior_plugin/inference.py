@@ -91,7 +91,7 @@ def receptive_radius(net, scale, window=None, reach=RADIUS_SEARCH_REACH):
     (output pixel // ``scale``) whose output changed. The probe runs in float64 on a copy of the
     network, where an output outside the receptive field is bitwise unchanged (in float32, fast
     convolution algorithms would spread rounding differences a little); a network without
-    parameters (an ONNX session) is probed in float32 with a 1e-5 threshold. Cached per network and
+    parameters (an ONNX Runtime model) is probed in float32 with a 1e-5 threshold. Cached per network and
     ``reach``.
 
     Args:
