@@ -85,6 +85,43 @@ def test_benchmark_sweep_scope_each_chooses_weights_per_setting(tmp_path):
     assert json.load(open(out / 'meta.json'))['sweep_scope'] == 'each'
 
 
+@pytest.mark.parametrize('profile, scope', [('converged', 'each'), ('cpu', 'first'), ('gpu', 'first')])
+def test_benchmark_profile_decides_the_sweep_scope_and_sweeps_only_where_they_choose(tmp_path, profile, scope):
+    """The converged study chooses each setting's weights on that setting's own sweep; a sweep is planned only in
+    a setting whose choice it makes."""
+    from mixprior_plugin.benchmarking.selection import Plan, selection_plan
+    args = benchmark.parse_args(['--profile', profile, '--out', str(tmp_path), '--selection-seeds', '100', '101'])
+    assert args.sweep_scope == scope
+    assert benchmark.parse_args(['--profile', profile, '--out', str(tmp_path),
+                                 '--sweep-scope', 'first']).sweep_scope == 'first'
+    plan = Plan(args)
+    first = plan.settings[0]
+    for setting in plan.settings:
+        assert plan.sweep_setting(setting) == (setting if scope == 'each' else first)
+    swept_in = {job.setting for job in selection_plan(plan, ['Set5'], ['Val']) if job.role == 'sweep'}
+    assert swept_in == (set(plan.settings) if scope == 'each' else {first})
+
+
+def test_report_of_a_first_scope_study_gives_later_settings_the_first_settings_choice(tmp_path):
+    """With --sweep-scope first, a later setting's section names where its weights came from and shows no sweep
+    of its own (records of one would be misleading: they chose nothing)."""
+    out = tmp_path / 'study'
+    shutil.copytree(os.path.join(REPO, 'benchmarks', 'results', 'bench_converged'), out,
+                    ignore=shutil.ignore_patterns('*.pth', '*.png'))
+    meta = json.load(open(out / 'meta.json'))
+    assert meta['sweep_scope'] == 'each'  # the committed study chooses per setting
+    md_each = benchmarking.report(str(out))
+    width_each = md_each[md_each.index('## width compression'):]
+    assert 'Weight selection' in width_each and "compounded setting's choice" not in width_each
+    meta['sweep_scope'] = 'first'
+    json.dump(meta, open(out / 'meta.json', 'w'))
+    md_first = benchmarking.report(str(out))
+    width_first = md_first[md_first.index('## width compression'):]
+    assert "Weights: the compounded setting's choice" in width_first and 'Weight selection' not in width_first
+    compounded = md_first[md_first.index('## compounded compression'):md_first.index('## width compression')]
+    assert 'Weight selection' in compounded
+
+
 def test_speed_smoke_interleaved_floor_ratios_profile(tmp_path):
     """Every pair and method on the product path (build_model + optimize_parameters), ratios per round."""
     methods = ('floor', 'LogitsKD', 'MiPKD', 'MiPKD-bpm-half')

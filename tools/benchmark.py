@@ -27,7 +27,8 @@ swept over ``--sweep-factors`` times its option-file value. With selection seeds
 every factor runs on the first selection seed, the option file's weight and that seed's best on the others;
 the best mean wins unless its lead over the file's weight is within the seed-to-seed spread, and reported
 seeds never take part. Without (the older profiles), the sweep runs on the first reported seed.
-``--sweep-scope each`` chooses per setting, ``first`` on the first setting for all. Variants (hypotheses)
+``--sweep-scope each`` chooses per setting (the converged profile's default), ``first`` on the first setting
+for all (the cpu and gpu profiles' default). Variants (hypotheses)
 run on the first selection seed, on the others only if they beat their base there, and at the reported
 seeds only if they then lead by more than the base's seed spread.
 
@@ -63,7 +64,8 @@ import sys
 from mixprior_plugin.benchmarking import METHODS, PROFILES, report, run, time_steps
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """The command line with the profile's defaults filled in."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', required=True, help='output folder (commit it under benchmarks/results/)')
     parser.add_argument('--profile', default='cpu', choices=sorted(PROFILES))
@@ -76,9 +78,9 @@ def main(argv=None):
     parser.add_argument('--sweep-factors', nargs='+', type=float,
                         help='factors of the feature-term weight tried on the validation split (1 alone: no sweep; '
                         'default: the profile\'s)')
-    parser.add_argument('--sweep-scope', choices=('first', 'each'), default='first',
-                        help='sweep on the first setting and use its choice everywhere (default), or sweep and '
-                        'choose per setting')
+    parser.add_argument('--sweep-scope', choices=('first', 'each'),
+                        help='sweep on the first setting and use its choice everywhere, or sweep and choose per '
+                        'setting (default: the profile\'s: each for converged, first for cpu and gpu)')
     parser.add_argument('--data-root', default='datasets',
                         help='folder holding T91/HR, BSD200/HR and the test sets (default: datasets/)')
     parser.add_argument('--train-dirs', nargs='+', help='HR training folders (default: <data-root>/T91/HR '
@@ -112,12 +114,18 @@ def main(argv=None):
     args.threads = args.threads if args.threads is not None else profile['threads']
     args.curve_points = args.curve_points if args.curve_points is not None else profile.get('curve_points', 0)
     args.sweep_factors = args.sweep_factors or list(profile['sweep_factors'])
+    args.sweep_scope = args.sweep_scope or profile.get('sweep_scope', 'first')
     args.train_dirs = args.train_dirs or [os.path.join(args.data_root, 'T91', 'HR'),
                                           os.path.join(args.data_root, 'BSD200', 'HR')]
     args.test_root = args.test_root or args.data_root
     if not args.worker.count('/') == 1 or not all(v.isdigit() for v in args.worker.split('/')) or \
             int(args.worker.split('/')[0]) >= int(args.worker.split('/')[1]):
         parser.error(f'--worker must be i/n with 0 <= i < n, got {args.worker!r}')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     try:
         if args.smoke:
             args.iters = args.iters or 3

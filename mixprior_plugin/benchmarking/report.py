@@ -290,11 +290,15 @@ def report_selection(out, meta):
                                   f'({"ok" if gap_best >= 0.3 else "FAILS >= 0.3"})')
                 lines += ['', 'Regime (converged students at least 0.3 dB below the teacher): ' + '; '.join(checks)
                           + '.']
-        # selection
+        # selection: the setting's own sweep, or with --sweep-scope first the first setting's
+        chooser = setting if meta.get('sweep_scope') == 'each' else (meta.get('settings') or settings)[0]
         swept = {}
         for rec in sweep:
-            if rec['setting'] == setting:
+            if rec['setting'] == setting == chooser:
                 swept.setdefault(rec['method'], {}).setdefault(rec['sweep_factor'], {})[rec['seed']] = rec
+        if chooser != setting:
+            lines += ['', f'Weights: the {chooser} setting\'s choice (sweep scope "first").']
+            summary['selection'][setting] = summary['selection'].get(chooser, {})
         if swept:
             sel_seeds = meta['selection_seeds']
             lines += ['', f'Weight selection (validation split, selection seeds {sel_seeds}; every factor on seed '

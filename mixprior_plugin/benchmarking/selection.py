@@ -356,7 +356,9 @@ def selection_plan(plan, eval_sets, val_only):
     jobs = []
     first, later = plan.sweep_seeds[0], plan.sweep_seeds[1:]
     for setting in plan.settings:
-        swept = [m for m in plan.methods(setting, 'main') if plan.swept(setting, m)]
+        # sweeps only where they choose (every setting with --sweep-scope each, else the first)
+        swept = [m for m in plan.methods(setting, 'main') if plan.swept(setting, m)
+                 and plan.sweep_setting(setting) == setting]
         jobs += [Job(plan, setting, m, first, 'sweep', val_only, f, lambda: True)
                  for m in swept for f in plan.args.sweep_factors]
         for m in swept:
