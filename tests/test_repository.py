@@ -1,5 +1,7 @@
 """The repository speaks of the project alone: no words about how, by whom or under which arrangement it was
-built (sessions, lending of machines, device time, issue numbers), and a README that stays a front door."""
+built (sessions, lending of machines, device time, issue numbers), and a README that stays a front door and
+quotes the committed study as it printed it."""
+import json
 import os
 import re
 import subprocess
@@ -7,6 +9,7 @@ import subprocess
 import pytest
 
 from helpers import REPO
+from mixprior_plugin.benchmarking import LABELS
 
 # Phrases that would describe the making of the project rather than the project (each with the reason it is
 # not a false positive: an ONNX "session" or pytest's session hooks are fine, "the sessions so far" is not).
@@ -58,3 +61,28 @@ def test_readme_is_a_front_door():
     assert 'bash tools/setup_env.sh && .venv/bin/python -m pytest -q' in readme
     ci = open(os.path.join(REPO, '.ci', 'run'), encoding='utf-8').read()
     assert '.venv/bin/python -m pytest -q' in ci
+
+
+def test_readme_which_method_table_quotes_the_committed_converged_report():
+    """Every row of the README's "Which method should I use?" table carries the gains, weight and step-time
+    ratio of results.json (the report of benchmarks/results/bench_converged), to the digits shown."""
+    readme = open(os.path.join(REPO, 'README.md'), encoding='utf-8').read()
+    section = readme[readme.index('## Which method should I use?'):]
+    section = section[:section.index('\n## ', 1)]
+    results = json.load(open(os.path.join(REPO, 'benchmarks', 'results', 'bench_converged', 'results.json')))
+    which = {(r['setting'], r['method']): r for r in results['summary']['which_method']}
+    sets = results['meta']['sets']
+    method_of = {LABELS.get(m, m): m for m in ('LogitsKD', 'MiPKD', 'FitNet', 'FAKD', 'MiPKD_fpm_only',
+                                                  'MiPKD_bpm_only', 'MiPKD_bpm_quarter_batch')}
+    rows = [line.split('|')[1:-1] for line in section.splitlines() if line.startswith('| ') and '---' not in line]
+    quoted = 0
+    for cells in rows[1:]:
+        setting, label, gains, _, cost = (c.strip() for c in cells)
+        name, _, weight = label.partition(' (')
+        row = which[(setting, method_of[name])]
+        assert gains == ' / '.join(f'{row["gain"][s]:+.3f}' for s in sets), (setting, label)
+        assert cost == f'{row["cost"]:.2f}', (setting, label)
+        if weight:
+            assert float(weight.rstrip(')').split()[-1]) == row['weight'], (setting, label)
+        quoted += 1
+    assert quoted >= 4
