@@ -193,6 +193,7 @@ def test_bf16_step_runs_and_its_losses_are_near_fp32(model_type, tmp_path):
     assert torch.isfinite(torch.tensor(list(model.log_dict.values()))).all()
 
 
+@pytest.mark.slow  # fp16 autocast on a CPU takes 20 s; the scaler is a GPU feature
 def test_fp16_scaler_steps_saves_and_resumes_its_scale(tmp_path):
     model = build(tmp_path, train=dict(amp='fp16'))
     assert model.grad_scaler is not None

@@ -6,7 +6,8 @@ import pytest
 from helpers import run_cli
 
 
-@pytest.mark.parametrize('teacher', ['reused', 'trained'])
+# training the demo's own teacher (--train-teacher, not the README command) takes 40 s: slow tier
+@pytest.mark.parametrize('teacher', ['reused', pytest.param('trained', marks=pytest.mark.slow)])
 def test_demo_quick_writes_table_and_plot(tmp_path, teacher):
     flags = ['--train-teacher'] if teacher == 'trained' else []
     proc = run_cli(['-m', 'mixprior_plugin.demo', '--quick', '--out', str(tmp_path / 'demo')] + flags,

@@ -123,7 +123,7 @@ def test_teacher_check_on_training_patches_keeps_the_random_stream(tmp_path, tin
 
 # ---- train.amp without CUDA ------------------------------------------------------------------------------
 @pytest.mark.bad_input
-@pytest.mark.parametrize('amp', ['fp16', 'bf16'])
+@pytest.mark.parametrize('amp', [pytest.param('fp16', marks=pytest.mark.slow), 'bf16'])  # timing fp16 on a CPU: 25 s
 def test_amp_without_cuda_says_what_it_costs_and_warns_when_slower(amp, tmp_path, bad_case):
     """CPUs differ (bf16 autocast is faster than fp32 on some, far slower on others): the cost is measured."""
     if torch.cuda.is_available():
