@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from helpers import REPO
-from mixprior_plugin.benchmarking import LABELS
+from mixprior_plugin.benchmarking import LABELS, METHODS
 
 # Phrases that would describe the making of the project rather than the project (each with the reason it is
 # not a false positive: an ONNX "session" or pytest's session hooks are fine, "the sessions so far" is not).
@@ -72,8 +72,7 @@ def test_readme_which_method_table_quotes_the_committed_converged_report():
     results = json.load(open(os.path.join(REPO, 'benchmarks', 'results', 'bench_converged', 'results.json')))
     which = {(r['setting'], r['method']): r for r in results['summary']['which_method']}
     sets = results['meta']['sets']
-    method_of = {LABELS.get(m, m): m for m in ('LogitsKD', 'MiPKD', 'FitNet', 'FAKD', 'MiPKD_fpm_only',
-                                                  'MiPKD_bpm_only', 'MiPKD_bpm_quarter_batch')}
+    method_of = {LABELS.get(m, m): m for m in METHODS}
     rows = [line.split('|')[1:-1] for line in section.splitlines() if line.startswith('| ') and '---' not in line]
     quoted = 0
     for cells in rows[1:]:

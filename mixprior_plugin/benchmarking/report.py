@@ -7,7 +7,7 @@ import os
 
 from mixprior_plugin.utils.tooling import write_json
 from .profiles import LABELS, METHODS, PLATEAU_RULE, PROFILES, VAL_SET
-from .selection import judge_variant, select_weight
+from .selection import judge_variant, select_weight, sweep_setting
 
 
 def mean_std(values):
@@ -291,7 +291,7 @@ def report_selection(out, meta):
                 lines += ['', 'Regime (converged students at least 0.3 dB below the teacher): ' + '; '.join(checks)
                           + '.']
         # selection: the setting's own sweep, or with --sweep-scope first the first setting's
-        chooser = setting if meta.get('sweep_scope') == 'each' else (meta.get('settings') or settings)[0]
+        chooser = sweep_setting(setting, meta.get('sweep_scope'), meta.get('settings') or settings)
         swept = {}
         for rec in sweep:
             if rec['setting'] == setting == chooser:

@@ -20,6 +20,12 @@ from .profiles import (
 )
 
 
+def sweep_setting(setting, scope, settings):
+    """The setting whose sweep chooses the weights of ``setting``: itself with ``--sweep-scope each``, else the
+    first of ``settings`` (the plan's, in order)."""
+    return setting if scope == 'each' else settings[0]
+
+
 class Plan:
     """Every run of a profile, in order, with the sweep's choices resolved from finished records."""
 
@@ -79,7 +85,7 @@ class Plan:
 
     def sweep_setting(self, setting):
         """The setting whose sweep chooses the weights of ``setting`` (``--sweep-scope``)."""
-        return setting if self.args.sweep_scope == 'each' else self.settings[0]
+        return sweep_setting(setting, self.args.sweep_scope, self.settings)
 
     @property
     def sweep_seeds(self):
