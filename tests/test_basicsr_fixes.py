@@ -161,6 +161,9 @@ def _final_weights(root, name, it):
     return g, extra
 
 
+# three training processes (20 s): slow tier. The default suite keeps a kill during a checkpoint write
+# (test_checkpoint) and exact in-process resumes (test_kd_chassis, test_mipkd, test_realworld).
+@pytest.mark.slow
 def test_kill9_then_auto_resume_matches_uninterrupted_run(tmp_path, tiny_data):
     """The resumed run ends with bit-identical weights (num_worker_per_gpu 0: see basicsr_fixes, fix 7)."""
     straight, killed = tmp_path / 'straight', tmp_path / 'killed'

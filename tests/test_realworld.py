@@ -546,8 +546,11 @@ def _cli_options(model_type, hr_data, root):
     return write_yaml(str(root / 'rw.yml'), opt)
 
 
-@pytest.mark.parametrize('model_type', (pytest.param('RealESRNetKDModel', marks=pytest.mark.slow),
-                                        'RealESRGANMiPKDModel'))
+# three processes each (25 s): slow tier. The default suite keeps the same steps in-process: every model type
+# trains (test_distillation_trains_on_each_base_with_its_losses), RealESRGANMiPKDModel resumes exactly
+# (test_resume_is_exact_with_the_pair_pool) and a compact student exports (test_compact_student_exports_...).
+@pytest.mark.slow
+@pytest.mark.parametrize('model_type', ('RealESRNetKDModel', 'RealESRGANMiPKDModel'))
 def test_realworld_run_trains_validates_resumes_exactly_and_exports(model_type, hr_data, tmp_path):
     """mixprior-train on CPU with BasicSR's degradation pipeline: 4 iterations with validation and checkpoints
     every 2; a copy cut back to iteration 2 resumes with --auto_resume to the same weights; the student exports
