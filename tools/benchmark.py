@@ -3,7 +3,7 @@
 Three profiles of one design, each defined by its option files (written by tools/gen_options.py):
 
 * ``--profile converged`` (options/train/BenchmarkConverged/): x2, EDSR 32x8 teacher trained to its
-  validation plateau, EDSR 32x2 (depth), 16x8 (width, K = 4) and 16x2 (compounded) students trained until
+  validation plateau, EDSR 32x2 (depth), 8x8 (width, K = 4) and 16x2 (compounded) students trained until
   scratch's validation PSNR stops rising; weights chosen on selection seeds that are never reported;
   learning curves and MiPKD's mixers kept with every run. The study that answers "which method?".
 * ``--profile cpu`` (options/train/BenchmarkCPU/): the short-schedule study (1000 student iterations): how
