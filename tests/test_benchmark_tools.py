@@ -181,6 +181,70 @@ def test_choose_factor_keeps_the_file_weight_unless_the_lead_beats_the_seed_spre
     assert clear['chosen'] == 10.0 and 'more than the seed-to-seed spread' in clear['reason']
 
 
+def test_unresolved_comparisons_decide_on_the_reported_seeds_only():
+    """A comparison within two paired standard deviations on any set is unresolved; seeds beyond the reported ones
+    do not change the decision (no stopping at a lucky moment); a missing run leaves it undecided."""
+    from mixprior_plugin.benchmarking.stats import unresolved_comparisons, verdict_pairs
+    methods = ['Scratch', 'LogitsKD', 'FitNet']
+    assert verdict_pairs(methods) == [('LogitsKD', 'Scratch'), ('FitNet', 'Scratch'), ('FitNet', 'LogitsKD')]
+    sets = ['A', 'B']
+    psnr = {('Scratch', k): {'A': 30.0, 'B': 28.0} for k in (0, 1, 2)}
+    psnr.update({('FitNet', k): {'A': 30.3 + 0.01 * k, 'B': 28.2 + 0.01 * k} for k in (0, 1, 2)})  # clear lead
+    psnr.update({('LogitsKD', k): {'A': 30.0 + d, 'B': 28.1 + 0.01 * k} for k, d in enumerate((0.1, -0.1, 0.05))})
+    assert unresolved_comparisons(psnr, methods, [0, 1, 2], sets) == [('LogitsKD', 'Scratch', ['A'])]
+    psnr.update({('LogitsKD', 3): {'A': 30.1, 'B': 28.1}, ('Scratch', 3): {'A': 30.0, 'B': 28.0}})
+    assert unresolved_comparisons(psnr, methods, [0, 1, 2], sets) == [('LogitsKD', 'Scratch', ['A'])]
+    del psnr[('FitNet', 2)]
+    assert unresolved_comparisons(psnr, methods, [0, 1, 2], sets) is None
+
+
+def test_extra_seeds_go_to_the_methods_of_unresolved_comparisons_after_every_reported_seed(tmp_path):
+    """The converged plan adds seeds 3 and 4 at the end of its job list; they wait until the setting has every main
+    method at every reported seed, then run only for methods in an unresolved comparison, whatever --methods a
+    worker was given; the report names the same methods."""
+    from mixprior_plugin.benchmarking.selection import ExtraSeedJob, Plan, selection_plan
+    from mixprior_plugin.utils.tooling import write_json
+    out = tmp_path / 'study'
+    args = benchmark.parse_args(['--profile', 'converged', '--out', str(out), '--methods', 'FitNet', 'Scratch'])
+    plan = Plan(args)
+    assert plan.extra_seeds == [3, 4]
+    jobs = selection_plan(plan, ['Set5', 'Set14'], ['Val'])
+    extra = [j for j in jobs if isinstance(j, ExtraSeedJob)]
+    assert extra and jobs[-len(extra):] == extra  # after every setting's reported seeds
+    assert {(j.method, j.seed) for j in extra if j.setting == 'compounded'} == {
+        (m, k) for m in ('Scratch', 'FitNet') for k in (3, 4)}
+    first = [j for j in extra if j.setting == 'compounded' and j.method == 'FitNet'][0]
+    assert not first.ready()
+    assert first.dropped()  # Logits-KD, MiPKD and FAKD are missing and outside --methods: this command cannot decide
+    args.methods = None
+    assert not first.dropped()  # a command that runs them waits for them
+    # FitNet clearly above every method; FAKD within the seed spread of scratch, Logits-KD and MiPKD
+    gains = {'Scratch': (0, 0, 0), 'LogitsKD': (0.1, 0.11, 0.12), 'MiPKD': (0.2, 0.21, 0.22),
+             'FitNet': (0.5, 0.51, 0.52), 'FAKD': (0.3, -0.2, 0.1)}
+    for method, per_seed in gains.items():
+        for k, g in enumerate(per_seed):
+            write_json(dict(setting='compounded', method=method, seed=k, role='main', feature_weight=None,
+                            student='EDSR 16x2', params=1, iters=10, batch=1, lq_patch=8, curve=[], plateau=None,
+                            pairing=dict(init_sha=str(k), first_batch_sha=str(k)),
+                            sets={s: dict(psnr=30.0 + g + 0.001 * k, ssim=0.9) for s in ('Set5', 'Set14')}),
+                       plan.record_path('compounded', method, k))
+    assert plan.unresolved('compounded', ['Set5', 'Set14']) == [
+        ('FAKD', 'Scratch', ['Set5', 'Set14']), ('FAKD', 'LogitsKD', ['Set5', 'Set14']),
+        ('FAKD', 'MiPKD', ['Set5', 'Set14'])]
+    assert first.dropped()  # FitNet's comparisons are all resolved
+    scratch = [j for j in extra if j.setting == 'compounded' and j.method == 'Scratch'][0]
+    assert scratch.ready() and not scratch.dropped()  # scratch has no weight to choose: ready now
+    meta = dict(profile='converged', seeds=[0, 1, 2], selection_seeds=[100, 101], extra_seeds=[3, 4],
+                sets=['Set5', 'Set14'], settings=['compounded'])
+    write_json(meta, str(out / 'meta.json'))
+    md = benchmarking.report(str(out))
+    line = next(x for x in md.splitlines() if x.startswith('Extra seeds'))
+    assert line.startswith('Extra seeds [3, 4] for scratch (done: none), Logits-KD (done: none), MiPKD (done: none), '
+                           'FAKD (done: none); unresolved over seeds [0, 1, 2]: FAKD vs scratch (Set5, Set14)')
+    with pytest.raises(benchmarking.BenchmarkError, match='Extra seeds'):
+        Plan(benchmark.parse_args(['--profile', 'converged', '--out', str(out), '--extra-seeds', '2', '5']))
+
+
 def test_benchmark_converged_profile_selects_on_unreported_seeds_and_keeps_curves_and_mixers(tmp_path):
     train_hr, out = smoke_data(tmp_path)
     result = benchmark.main(['--smoke', '--profile', 'converged', '--train-dirs', train_hr, '--test-root',

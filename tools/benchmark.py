@@ -32,6 +32,12 @@ for all (the cpu and gpu profiles' default). Variants (hypotheses)
 run on the first selection seed, on the others only if they beat their base there, and at the reported
 seeds only if they then lead by more than the base's seed spread.
 
+More seeds where a comparison is unresolved (``--extra-seeds``, converged: 3 and 4): once a setting has every
+main method at every reported seed, each verdict comparison (every method against scratch, Logits-KD and MiPKD)
+whose mean paired difference is within two paired standard deviations on any set gives both of its methods the
+extra seeds. The decision is taken once, on the reported seeds, so the added seeds cannot stop at a lucky moment;
+the extra runs come after every setting's reported seeds.
+
 Resumable: each run writes ``runs/<setting>/<method>_seed<s>[_w<factor>].json`` with the exact options it
 used (and their hash), its learning curve (each logged loss term and the EMA student's validation PSNR at
 ``--curve-points`` points) and the student's EMA weights (MiPKD: its mixers beside them, ``*_extra.pth``); a
@@ -75,6 +81,10 @@ def parse_args(argv=None):
     parser.add_argument('--selection-seeds', nargs='*', type=int,
                         help='seeds of the weight sweep and the variants, never reported (default: the profile\'s; '
                         'none: the sweep runs on the first reported seed)')
+    parser.add_argument('--extra-seeds', nargs='*', type=int,
+                        help='reported seeds added, after every setting has its reported seeds, for the methods of '
+                        'a comparison that stayed within two paired standard deviations on them (default: the '
+                        'profile\'s: 3 4 for converged; none: no extra seeds)')
     parser.add_argument('--sweep-factors', nargs='+', type=float,
                         help='factors of the feature-term weight tried on the validation split (1 alone: no sweep; '
                         'default: the profile\'s)')

@@ -24,12 +24,13 @@ PROFILES = {
     # converged: students trained to their plateau; weights chosen on selection seeds that are never reported;
     # MiPKD's ablations (where their option files are) at the reported seeds; hypothesis variants on the
     # selection seeds, promoted to the reported seeds when they win there (tools/gen_options.py decides which
-    # setting has which files)
+    # setting has which files); extra_seeds: reported seeds added for the methods of a comparison that the
+    # reported seeds left within two paired standard deviations (decided once, on the reported seeds)
     # (settings run in this order, cheapest first, so that a partial study has whole settings; each setting
     # chooses its own weights: sweep_scope 'each')
     'converged': dict(folder='BenchmarkConverged', settings=('compounded', 'width', 'depth'), seeds=(0, 1, 2),
-                      selection_seeds=(100, 101), threads=1, sweep_factors=(0.1, 1.0, 10.0), curve_points=24,
-                      sweep_scope='each',
+                      selection_seeds=(100, 101), extra_seeds=(3, 4), threads=1, sweep_factors=(0.1, 1.0, 10.0),
+                      curve_points=24, sweep_scope='each',
                       ablations=('MiPKD_fpm_only', 'MiPKD_bpm_only', 'MiPKD_bpm_quarter_batch'),
                       variants=('MiPKD_detach_teacher_latent', 'MiPKD_ae_warmup', 'MiPKD_latent_teacher_width',
                                 'MiPKD_mlp_encoders', 'FitNet_fpm_gradient')),

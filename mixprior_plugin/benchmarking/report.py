@@ -2,19 +2,12 @@
 the run records alone."""
 import glob
 import json
-import math
 import os
 
 from mixprior_plugin.utils.tooling import write_json
-from .profiles import LABELS, METHODS, PLATEAU_RULE, PROFILES, VAL_SET
-from .selection import judge_variant, select_weight, sweep_setting
-
-
-def mean_std(values):
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
+from .profiles import LABELS, METHODS, PLATEAU_RULE, PROFILES, VAL_SET, profile_runs
+from .selection import compared_methods, judge_variant, select_weight, sweep_setting
+from .stats import BASES, mean_std, paired_outcome, unresolved_comparisons, verdict_pairs  # noqa: F401
 
 
 def collect(out, variants=None):
@@ -149,7 +142,10 @@ def report(out):
                          len({rows[m][k]['pairing']['first_batch_sha'] for m in rows if k in rows[m]}) == 1
                          for k in seeds)
         lines += ['', f'Pairing check (same initial student and first batch for every method of a seed): '
-                  f'{"holds" if pairing_ok else "BROKEN"}.', '', 'Verdicts:']
+                  f'{"holds" if pairing_ok else "BROKEN"}.']
+        if meta.get('extra_seeds'):
+            lines += ['', extra_seed_line(meta, setting, rows, sets)]
+        lines += ['', 'Verdicts:']
         for a, b in (('MiPKD', 'Scratch'), ('MiPKD', 'LogitsKD'), ('LogitsKD', 'Scratch'),
                      ('MiPKD_bpm_only', 'LogitsKD'), ('MiPKD_fpm_only', 'LogitsKD'),
                      ('MiPKD_bpm_quarter_batch', 'MiPKD'), ('FitNet', 'LogitsKD'), ('AT', 'LogitsKD'),
@@ -172,38 +168,6 @@ def report(out):
                os.path.join(out, 'results.json'))
     plot(deltas_for_plot, sets, settings, os.path.join(out, 'paired_deltas.png'))
     return text
-
-
-def paired_outcome(diffs, sets):
-    """Per set, whether A is above or below B or unresolved, from paired per-seed differences.
-
-    A set is resolved when the mean difference exceeds two paired standard deviations (with at least two
-    seeds); otherwise the difference is within the seed spread and called unresolved, not a win.
-
-    Args:
-        diffs (dict): set -> A - B per seed.
-        sets (list[str]): Sets in order.
-
-    Returns:
-        dict: ``overall`` ('higher on every set', 'lower on every set', 'unresolved' or 'mixed'), ``groups``
-        ('higher' / 'lower' / 'unresolved' -> ['<set> <mean> ± <std>']), ``seeds``.
-    """
-    seeds = len(next(iter(diffs.values())))
-    groups = {'higher': [], 'lower': [], 'unresolved': []}
-    for s in sets:
-        mean, std = mean_std(diffs[s])
-        word = 'unresolved' if seeds < 2 or abs(mean) <= 2 * std else ('higher' if mean > 0 else 'lower')
-        groups[word].append(f'{s} {mean:+.3f} ± {std:.3f}')
-    n = len(sets)
-    if len(groups['higher']) == n:
-        overall = 'higher on every set'
-    elif len(groups['lower']) == n:
-        overall = 'lower on every set'
-    elif not groups['higher'] and not groups['lower']:
-        overall = 'unresolved'
-    else:
-        overall = 'mixed'
-    return dict(overall=overall, groups=groups, seeds=seeds)
 
 
 def paired_verdict(name_a, name_b, diffs, sets):
@@ -233,7 +197,10 @@ def report_selection(out, meta):
              'dB on Y, crop_border = scale)', '',
              f'Reported seeds {meta.get("seeds")}; weights chosen on the selection seeds {meta["selection_seeds"]}, '
              'which are never reported. A paired difference is resolved when its mean exceeds two paired standard '
-             'deviations over the reported seeds; otherwise it is called unresolved.', '']
+             'deviations over the reported seeds; otherwise it is called unresolved.' + (
+                 f' A comparison unresolved on any set over seeds {meta.get("seeds")} gives both of its methods the '
+                 f'extra seeds {meta["extra_seeds"]} (decided once, on seeds {meta.get("seeds")}); its verdict '
+                 'is then taken over every seed both methods have.' if meta.get('extra_seeds') else ''), '']
     for m in meta.get('commands', []):
         wall = f', wall time {m["wall_seconds"] / 60:.1f} min' if 'wall_seconds' in m else ''
         lines.append(f'- `{m["command"]}` at {m["git_commit"]}{" (dirty)" if m.get("git_dirty") else ""}, '
@@ -383,10 +350,13 @@ def report_selection(out, meta):
                          len({rows[m][k]['pairing']['first_batch_sha'] for m in rows if k in rows[m]}) == 1
                          for k in all_seeds)
         lines += ['', f'Pairing check (same initial student and first batch for every method of a seed): '
-                  f'{"holds" if pairing_ok else "BROKEN"}.', '', 'Verdicts:']
+                  f'{"holds" if pairing_ok else "BROKEN"}.']
+        if meta.get('extra_seeds'):
+            lines += ['', extra_seed_line(meta, setting, rows, sets)]
+        lines += ['', 'Verdicts:']
         for method in [m for m in METHODS if m in rows and m != 'Scratch']:
-            for base in ('Scratch', 'LogitsKD', 'MiPKD'):
-                if base in paired[method] and not (method == 'LogitsKD' and base == 'MiPKD'):
+            for base in BASES:
+                if base in paired[method] and (method, base) in verdict_pairs([m for m in METHODS if m in rows]):
                     line = f'{setting}: ' + paired_verdict(LABELS.get(method, method), LABELS.get(base, base),
                                                            paired[method][base], sets)
                     lines.append(f'- {line}')
@@ -413,6 +383,27 @@ def report_selection(out, meta):
                     step_times=step), os.path.join(out, 'results.json'))
     plot(deltas_for_plot, sets, settings, os.path.join(out, 'paired_deltas.png'))
     return text
+
+
+def extra_seed_line(meta, setting, rows, sets):
+    """The report's account of the extra seeds of ``setting``: which comparisons the reported seeds left
+    unresolved (see :func:`~.stats.unresolved_comparisons`) and which methods that sends to the extra seeds."""
+    try:
+        methods = compared_methods(PROFILES[meta['profile']], profile_runs(meta['profile'])[1][setting])
+    except (KeyError, ValueError):  # a profile or setting this checkout no longer has: the records decide
+        methods = [m for m in METHODS if m in rows]
+    seeds, extra = meta['seeds'], meta['extra_seeds']
+    psnr = {(m, k): {s: v['psnr'] for s, v in rows[m][k]['sets'].items()} for m in rows for k in rows[m]}
+    pairs = unresolved_comparisons(psnr, methods, seeds, sets)
+    if pairs is None:
+        return f'Extra seeds {extra}: not decided until every main method has seeds {seeds}.'
+    if not pairs:
+        return f'Extra seeds {extra}: none needed; every comparison is resolved on every set over seeds {seeds}.'
+    chosen = [m for m in methods if any(m in p[:2] for p in pairs)]
+    done = {m: sorted(k for k in rows.get(m, {}) if k in extra) for m in chosen}
+    return (f'Extra seeds {extra} for ' + ', '.join(f'{LABELS.get(m, m)} (done: {done[m] or "none"})' for m in chosen)
+            + f'; unresolved over seeds {seeds}: ' + '; '.join(
+                f'{LABELS.get(a, a)} vs {LABELS.get(b, b)} ({", ".join(s)})' for a, b, s in pairs) + '.')
 
 
 def mixer_inspections(out, setting):

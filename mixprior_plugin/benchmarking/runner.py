@@ -52,8 +52,8 @@ def run(args):
     with locked_meta(meta_path) as meta:
         meta.update(profile=args.profile, settings=plan.settings, seeds=plan.seeds, sets=list(args.sets),
                     val_count=args.val_count, sweep_factors=list(args.sweep_factors), sweep_scope=args.sweep_scope,
-                    smoke=args.smoke, selection_seeds=plan.selection_seeds, curve_points=args.curve_points,
-                    plateau_rule=PLATEAU_RULE)
+                    smoke=args.smoke, selection_seeds=plan.selection_seeds, extra_seeds=plan.extra_seeds,
+                    curve_points=args.curve_points, plateau_rule=PLATEAU_RULE)
         meta['commands'].append(this_meta)
     invocation_start = time.time()
 

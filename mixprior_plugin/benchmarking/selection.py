@@ -1,5 +1,6 @@
 """The run plan: which runs a study needs and in which order, the weight choice on the selection seeds, the
-variants' promotion, and the claims that let several worker processes share one plan."""
+variants' promotion, the extra reported seeds of unresolved comparisons, and the claims that let several worker
+processes share one plan."""
 import contextlib
 import json
 import os
@@ -18,6 +19,7 @@ from .profiles import (
     profile_runs,
     scaled_feature_weight,
 )
+from .stats import unresolved_comparisons
 
 
 def sweep_setting(setting, scope, settings):
@@ -39,6 +41,12 @@ class Plan:
             args.selection_seeds if args.selection_seeds is not None else self.profile.get('selection_seeds', ()))
         if set(self.selection_seeds) & set(self.seeds):
             raise BenchmarkError(f'Selection seeds {self.selection_seeds} must not be reported seeds {self.seeds}')
+        extra = getattr(args, 'extra_seeds', None)
+        self.extra_seeds = list(extra if extra is not None else self.profile.get('extra_seeds', ()))
+        clash = set(self.extra_seeds) & (set(self.seeds) | set(self.selection_seeds))
+        if clash:
+            raise BenchmarkError(f'Extra seeds {self.extra_seeds} must be neither reported seeds {self.seeds} nor '
+                                 f'selection seeds {self.selection_seeds} (both hold {sorted(clash)})')
         self.out = os.path.abspath(args.out)
 
     def record_path(self, setting, method, seed, factor=None):
@@ -150,8 +158,34 @@ class Plan:
         return [(setting, m, seed) for seed in self.seeds for setting in self.settings
                 for m in self.methods(setting, 'main') + self.methods(setting, 'ablation')]
 
+    def unresolved(self, setting, sets):
+        """:func:`~.stats.unresolved_comparisons` of ``setting`` on the reported seeds, from the finished records;
+        None until every compared method has every reported seed evaluated on ``sets``."""
+        methods = compared_methods(self.profile, self.files[setting])
+        psnr = {}
+        for m in methods:
+            for k in self.seeds:
+                rec = self.load(self.record_path(setting, m, k))
+                if rec is not None and rec.get('sets'):
+                    psnr[(m, k)] = {s: v['psnr'] for s, v in rec['sets'].items()}
+        return unresolved_comparisons(psnr, methods, self.seeds, sets)
+
+    def needs_extra_seeds(self, setting, method, sets):
+        """Whether ``method`` takes part in a comparison of ``setting`` that the reported seeds left unresolved;
+        None until decided."""
+        pairs = self.unresolved(setting, sets)
+        return None if pairs is None else any(method in (a, b) for a, b, _ in pairs)
+
     def run_options(self, setting, method, factor):
         return scaled_feature_weight(self.base_options(setting, method), factor)
+
+
+def compared_methods(profile, files):
+    """The main methods of a setting (its option files ``files``, without the profile's ablations and variants),
+    whatever ``--methods`` picks: the comparisons that decide on more seeds are a property of the study, not of one
+    worker's command line."""
+    variants, ablations = profile.get('variants', ()), profile.get('ablations') or ()
+    return [m for m in METHODS if m in files and m not in variants and m not in ablations]
 
 
 def teacher_setup(plan, args):
@@ -355,6 +389,26 @@ class VariantConfirmJob(Job):
         return result is not None and len(result['seeds']) == 1
 
 
+class ExtraSeedJob(Job):
+    """A run at an extra reported seed: ready once the setting's comparison has every reported seed, run only for
+    a method in a comparison that stayed within two paired standard deviations there (see
+    :func:`~.stats.unresolved_comparisons`)."""
+
+    def ready(self):
+        return (self.plan.needs_extra_seeds(self.setting, self.method, self.sets) is not None
+                and super().ready())
+
+    def dropped(self):
+        """Not needed, or undecidable by this command: a compared method outside ``--methods`` still lacks a
+        reported seed (waiting for it would wait forever)."""
+        needed = self.plan.needs_extra_seeds(self.setting, self.method, self.sets)
+        if needed is not None:
+            return not needed
+        own = self.plan.methods(self.setting, 'main')
+        return any(m not in own and not os.path.isfile(self.plan.record_path(self.setting, m, k))
+                   for m in compared_methods(self.plan.profile, self.plan.files[self.setting]) for k in self.plan.seeds)
+
+
 def selection_plan(plan, eval_sets, val_only):
     """Jobs of a profile with selection seeds, setting by setting so that a partial study has whole settings:
     the sweep on the selection seeds, the hypothesis variants there, the comparison at the reported seeds once
@@ -378,6 +432,9 @@ def selection_plan(plan, eval_sets, val_only):
         jobs += [Job(plan, setting, v, seed, 'main', eval_sets,
                      ready=lambda v=v, st=setting: plan.promoted(st, v) is True)
                  for seed in plan.seeds for v in plan.methods(setting, 'variant')]
+    # extra reported seeds for unresolved comparisons: after every setting has its reported seeds, seed-major
+    jobs += [ExtraSeedJob(plan, setting, m, seed, 'main', eval_sets) for seed in plan.extra_seeds
+             for setting in plan.settings for m in plan.methods(setting, 'main')]
     return jobs
 
 
