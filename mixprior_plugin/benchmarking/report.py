@@ -517,7 +517,8 @@ def plot_curves(curves, title, path):
         ax.set_ylabel('validation PSNR (dB), mean over seeds')
         ax.set_title(part, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    if axes[0].lines:  # records without curves (older runs) leave the plot empty: no legend to draw
+        axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
