@@ -243,6 +243,14 @@ def test_extra_seeds_go_to_the_methods_of_unresolved_comparisons_after_every_rep
                            'FAKD (done: none); unresolved over seeds [0, 1, 2]: FAKD vs scratch (Set5, Set14)')
     with pytest.raises(benchmarking.BenchmarkError, match='Extra seeds'):
         Plan(benchmark.parse_args(['--profile', 'converged', '--out', str(out), '--extra-seeds', '2', '5']))
+    # a profile without selection seeds plans them too when asked (none by default)
+    from mixprior_plugin.benchmarking.selection import first_seed_sweep_plan
+    for asked, planned in (([], 0), (['--extra-seeds', '3'], 1)):
+        cpu = Plan(benchmark.parse_args(['--profile', 'cpu', '--out', str(tmp_path / 'cpu'), *asked]))
+        cpu_jobs = first_seed_sweep_plan(cpu, ['Set5'], ['Val'])
+        cpu_extra = [j for j in cpu_jobs if isinstance(j, ExtraSeedJob)]
+        assert len(cpu_extra) == planned * sum(len(cpu.methods(st, 'main')) for st in cpu.settings)
+        assert not cpu_extra or cpu_jobs[-len(cpu_extra):] == cpu_extra
 
 
 def test_benchmark_converged_profile_selects_on_unreported_seeds_and_keeps_curves_and_mixers(tmp_path):

@@ -7,7 +7,7 @@ import os
 from mixprior_plugin.utils.tooling import write_json
 from .profiles import LABELS, METHODS, PLATEAU_RULE, PROFILES, VAL_SET, profile_runs
 from .selection import compared_methods, judge_variant, select_weight, sweep_setting
-from .stats import BASES, mean_std, paired_outcome, unresolved_comparisons, verdict_pairs  # noqa: F401
+from .stats import BASES, mean_std, paired_outcome, unresolved_comparisons, verdict_pairs
 
 
 def collect(out, variants=None):
@@ -354,9 +354,10 @@ def report_selection(out, meta):
         if meta.get('extra_seeds'):
             lines += ['', extra_seed_line(meta, setting, rows, sets)]
         lines += ['', 'Verdicts:']
+        pairs = verdict_pairs([m for m in METHODS if m in rows])
         for method in [m for m in METHODS if m in rows and m != 'Scratch']:
             for base in BASES:
-                if base in paired[method] and (method, base) in verdict_pairs([m for m in METHODS if m in rows]):
+                if base in paired[method] and (method, base) in pairs:
                     line = f'{setting}: ' + paired_verdict(LABELS.get(method, method), LABELS.get(base, base),
                                                            paired[method][base], sets)
                     lines.append(f'- {line}')

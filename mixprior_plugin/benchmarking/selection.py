@@ -405,7 +405,7 @@ class ExtraSeedJob(Job):
         if needed is not None:
             return not needed
         own = self.plan.methods(self.setting, 'main')
-        return any(m not in own and not os.path.isfile(self.plan.record_path(self.setting, m, k))
+        return any(m not in own and not (self.plan.load(self.plan.record_path(self.setting, m, k)) or {}).get('sets')
                    for m in compared_methods(self.plan.profile, self.plan.files[self.setting]) for k in self.plan.seeds)
 
 
@@ -432,17 +432,23 @@ def selection_plan(plan, eval_sets, val_only):
         jobs += [Job(plan, setting, v, seed, 'main', eval_sets,
                      ready=lambda v=v, st=setting: plan.promoted(st, v) is True)
                  for seed in plan.seeds for v in plan.methods(setting, 'variant')]
-    # extra reported seeds for unresolved comparisons: after every setting has its reported seeds, seed-major
-    jobs += [ExtraSeedJob(plan, setting, m, seed, 'main', eval_sets) for seed in plan.extra_seeds
-             for setting in plan.settings for m in plan.methods(setting, 'main')]
-    return jobs
+    return jobs + extra_seed_jobs(plan, eval_sets)
+
+
+def extra_seed_jobs(plan, eval_sets):
+    """The extra reported seeds of unresolved comparisons (every profile), after every setting's reported seeds,
+    seed-major so partial results are paired."""
+    return [ExtraSeedJob(plan, setting, m, seed, 'main', eval_sets) for seed in plan.extra_seeds
+            for setting in plan.settings for m in plan.methods(setting, 'main')]
 
 
 def first_seed_sweep_plan(plan, eval_sets, val_only):
-    """Jobs of the older profiles: the sweep on the first reported seed, then the comparison."""
+    """Jobs of the older profiles: the sweep on the first reported seed, then the comparison (and any
+    ``--extra-seeds``)."""
     jobs = [Job(plan, setting, m, seed, 'sweep', val_only, f, lambda: True)
             for setting, m, seed, f in plan.sweep_runs()]
-    return jobs + [Job(plan, setting, m, seed, 'main', eval_sets) for setting, m, seed in plan.main_runs()]
+    return (jobs + [Job(plan, setting, m, seed, 'main', eval_sets) for setting, m, seed in plan.main_runs()]
+            + extra_seed_jobs(plan, eval_sets))
 
 
 def reuse_sweep_run(plan, setting, method, seed, factor, out):
