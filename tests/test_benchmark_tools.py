@@ -198,6 +198,19 @@ def test_unresolved_comparisons_decide_on_the_reported_seeds_only():
     assert unresolved_comparisons(psnr, methods, [0, 1, 2], sets) is None
 
 
+def test_learning_curves_average_the_reported_seeds_only():
+    """Once extra seeds land for some methods, each line of a setting's curve plot still averages the reported
+    seeds, so the lines compare like with like."""
+    from mixprior_plugin.benchmarking.report import reported_curves
+    curve = lambda k: [{'iter': 100, 'val_psnr': 30.0 + k}]  # noqa: E731
+    rows = {'Scratch': {k: {'curve': curve(k)} for k in (0, 1, 2, 3, 4)},
+            'FitNet': {k: {'curve': curve(k)} for k in (0, 1, 2)}}
+    curves = reported_curves(rows, [0, 1, 2])
+    assert curves == {'scratch': [curve(0), curve(1), curve(2)], 'FitNet': [curve(0), curve(1), curve(2)]}
+    assert reported_curves(rows, [0, 1, 2, 3]) == {'scratch': [curve(k) for k in range(4)],
+                                                   'FitNet': [curve(k) for k in range(3)]}
+
+
 def test_extra_seeds_go_to_the_methods_of_unresolved_comparisons_after_every_reported_seed(tmp_path):
     """The converged plan adds seeds 3 and 4 at the end of its job list; they wait until the setting has every main
     method at every reported seed, then run only for methods in an unresolved comparison, whatever --methods a

@@ -363,10 +363,9 @@ def report_selection(out, meta):
                     lines.append(f'- {line}')
                     summary['verdicts'].append(line)
             which.append(which_row(setting, method, rows[method], paired[method], sets, step))
-        curves = {LABELS.get(m, m): [rows[m][k].get('curve') or [] for k in sorted(rows[m])] for m in METHODS
-                  if m in rows}
-        plot_curves(curves, f'{setting} compression: validation PSNR of the EMA student, mean over the reported seeds',
-                    os.path.join(out, f'curves_{setting}.png'))
+        curve_seeds = meta.get('seeds') or all_seeds
+        plot_curves(reported_curves(rows, curve_seeds), f'{setting} compression: validation PSNR of the EMA student, '
+                    f'mean over seeds {curve_seeds}', os.path.join(out, f'curves_{setting}.png'))
         lines += ['', f'Learning curves: curves_{setting}.png.']
         mixers = mixer_inspections(out, setting)
         if mixers:
@@ -494,6 +493,19 @@ def plot(deltas, sets, settings, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def reported_curves(rows, seeds):
+    """Each method's learning curves on ``seeds`` only (label -> list of curves), so that every line of a
+    setting's plot averages the same seeds: the extra seeds of unresolved comparisons would otherwise mix
+    three-seed and five-seed means in one figure.
+
+    Args:
+        rows (dict): Method -> seed -> run record.
+        seeds (list[int]): The seeds to average (the reported seeds).
+    """
+    return {LABELS.get(m, m): [rows[m][k].get('curve') or [] for k in seeds if k in rows[m]]
+            for m in METHODS if m in rows}
 
 
 def plot_curves(curves, title, path):
