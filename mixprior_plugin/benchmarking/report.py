@@ -363,9 +363,8 @@ def report_selection(out, meta):
                     lines.append(f'- {line}')
                     summary['verdicts'].append(line)
             which.append(which_row(setting, method, rows[method], paired[method], sets, step))
-        curve_seeds = meta.get('seeds') or all_seeds
-        plot_curves(reported_curves(rows, curve_seeds), f'{setting} compression: validation PSNR of the EMA student, '
-                    f'mean over seeds {curve_seeds}', os.path.join(out, f'curves_{setting}.png'))
+        plot_curves(reported_curves(rows, meta['seeds']), f'{setting} compression: validation PSNR of the EMA '
+                    f'student, mean over seeds {meta["seeds"]}', os.path.join(out, f'curves_{setting}.png'))
         lines += ['', f'Learning curves: curves_{setting}.png.']
         mixers = mixer_inspections(out, setting)
         if mixers:
