@@ -11,7 +11,7 @@ import pytest
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 
-from helpers import REPO
+from helpers import REPO, load_tool
 from mixprior_plugin.stages import build_adapters
 from mixprior_plugin.utils.options import normalise_teacher_aliases, yaml_load
 from mixprior_plugin.utils.registry import registry_lookup
@@ -93,3 +93,22 @@ def test_paper_pairs_build_and_split_into_stages(pair, path):
     assert adapter_t.num_stages == adapter_g.num_stages == opt['distill']['num_stages']
     adapter_t.check_matches_forward()
     adapter_g.check_matches_forward()
+
+
+def test_benchmark_variants_change_their_base_run():
+    """Every hypothesis variant's file trains something its base method's file does not; a variant that would
+    repeat its base run (C_z = C_T where the student is as wide as the teacher: the default C_z is C_S) is
+    refused, naming the variant and the setting."""
+    gen = load_tool('gen_options')
+    files = gen.benchmark_options('converged')
+    variants = gen.BENCH_PROFILES['converged']['variants']
+    checked = 0
+    for name, (base, _, settings) in variants.items():
+        for setting in settings:
+            variant_opt, base_opt = files[f'train_{name}_{setting}_x2'][1], files[f'train_{base}_{setting}_x2'][1]
+            assert not gen.same_run(variant_opt, base_opt), (name, setting)
+            checked += 1
+    assert checked == len(variants)
+    variants['MiPKD_latent_teacher_width'] = variants['MiPKD_latent_teacher_width'][:2] + (('depth', ), )
+    with pytest.raises(ValueError, match='MiPKD_latent_teacher_width changes nothing in the depth setting'):
+        gen.benchmark_options('converged')

@@ -20,7 +20,15 @@ from basicsr.data import build_dataset
 from basicsr.models import build_model
 from basicsr.utils.misc import check_resume
 
-from helpers import BASICSR_OPTIONS, REPO, base_model_opt, make_paired_folder, save_random_teacher, state_equal
+from helpers import (
+    BASICSR_OPTIONS,
+    REPO,
+    base_model_opt,
+    load_tool,
+    make_paired_folder,
+    save_random_teacher,
+    state_equal,
+)
 from mixprior_plugin.models.synthesis import DEGRADATIONS, KERNELS
 from mixprior_plugin.utils.options import OptionError, normalise_teacher_aliases
 
@@ -279,14 +287,6 @@ def test_synthesis_crop_and_pool_options_are_checked(hr_data):
 
 
 # ---- every method on Real-ESRGAN's teacher and compact students ---------------------------------------
-def _gen_options():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('gen_options', os.path.join(REPO, 'tools', 'gen_options.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 PAIRS = {
     'RRDBNet->SRVGGNetCompact': (TEACHER, STUDENT),
     'RRDBNet->RRDBNet': (TEACHER, dict(TEACHER, num_feat=6)),  # narrower
@@ -300,7 +300,7 @@ METHODS = ('LogitsKD', 'FitNet', 'AT', 'FAKD', 'RKD', 'MiPKD')
 def test_every_method_distils_rrdbnet_and_compact_pairs(pair, method, tmp_path):
     """Each method's own term (at the generated option files' settings) alone moves the student; the teacher
     stays frozen."""
-    baselines = _gen_options().BASELINES
+    baselines = load_tool('gen_options').BASELINES
     net_t, net_g = PAIRS[pair]
     teacher = save_random_teacher(str(tmp_path / 't.pth'), net_t)
     off = dict(pixel_opt=ZERO, kd_opt=ZERO)
@@ -660,12 +660,8 @@ def test_retrofit_doc_diffs_apply_to_basicsrs_files_and_pass_the_checks():
 
 def test_inspect_stages_shows_rrdbnet_and_compact_points(hr_data, tmp_path):
     """tools/inspect_stages.py on a real-world MiPKD file: RRDBNet's generic adapter records no head feature."""
-    import importlib.util
-
     from helpers import write_yaml
-    spec = importlib.util.spec_from_file_location('inspect_stages', os.path.join(REPO, 'tools', 'inspect_stages.py'))
-    inspect_stages = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(inspect_stages)
+    inspect_stages = load_tool('inspect_stages')
     opt = model_opt('RealESRNetMiPKDModel', hr_data)
     opt_file = write_yaml(str(tmp_path / 'rw.yml'), {k: v for k, v in opt.items() if k != 'is_train'})
     info = inspect_stages.main(['-opt', opt_file, '--lr-size', '16'])
@@ -677,13 +673,8 @@ def test_inspect_stages_shows_rrdbnet_and_compact_points(hr_data, tmp_path):
 def test_realworld_example_data_step(tmp_path):
     """tools/realworld_example.py's data step: the training list RealESRGANDataset reads, and test LR made once
     with BasicSR's numpy degradations (its JPEG through the OpenCV 5 fix), the same for the same seed."""
-    import importlib.util
-
     import cv2
-    spec = importlib.util.spec_from_file_location('realworld_example', os.path.join(REPO, 'tools',
-                                                                                    'realworld_example.py'))
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_tool('realworld_example')
     root = tmp_path / 'root'
     for name, size in (('T91', 40), ('BSD200', 50), ('Set5', 66), ('Set14', 70)):
         make_paired_folder(str(root / name), SCALE, num=2, size=size, seed=size)

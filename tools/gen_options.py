@@ -199,19 +199,21 @@ BENCH_PROFILES = {
                       # MiPKD's ablations in the width setting only (K = 4: the block mixer routes 1-3 stages)
                       ablations=('MiPKD_fpm_only', 'MiPKD_bpm_only', 'MiPKD_bpm_quarter_batch'),
                       ablation_settings=('width', ),
-                      # hypotheses about MiPKD and FitNet, tried on the selection seeds of the depth setting (where
-                      # FitNet led MiPKD most in the 1000-iteration study): name -> (base method, option delta)
-                      variant_settings=('depth', ),
+                      # hypotheses about MiPKD and FitNet, tried on the selection seeds: name -> (base method,
+                      # option delta, settings). Depth is where FitNet led MiPKD most in the 1000-iteration study;
+                      # C_z = C_T goes to compounded, the setting with C_S < C_T (in depth C_S = C_T = 32 already,
+                      # so the variant would change nothing there)
                       variants={
-                          'MiPKD_detach_teacher_latent': ('MiPKD', ABLATIONS['detach_teacher_latent']),
-                          'MiPKD_ae_warmup': ('MiPKD', dict(mixer=dict(ae_warmup_iters=1200))),
-                          'MiPKD_latent_teacher_width': ('MiPKD', dict(mixer=dict(latent_channels=32))),
-                          'MiPKD_mlp_encoders': ('MiPKD', ABLATIONS['mlp_encoders']),
+                          'MiPKD_detach_teacher_latent': ('MiPKD', ABLATIONS['detach_teacher_latent'], ('depth', )),
+                          'MiPKD_ae_warmup': ('MiPKD', dict(mixer=dict(ae_warmup_iters=1200)), ('depth', )),
+                          'MiPKD_latent_teacher_width': ('MiPKD', dict(mixer=dict(latent_channels=32)),
+                                                         ('compounded', )),
+                          'MiPKD_mlp_encoders': ('MiPKD', ABLATIONS['mlp_encoders'], ('depth', )),
                           # the weight at which FitNet's hint gives the student the gradient norm MiPKD's FPM gives
                           # it at iteration 1 (0.185 against 10.91 at weight 0.1: tools/inspect_gradients.py on the
                           # depth files, benchmarks/results/bench_converged/fitnet_fpm_gradient/)
                           'FitNet_fpm_gradient': ('FitNet', dict(train=dict(feat_opt=[
-                              dict(BASELINES['FitNet'], loss_weight=0.0017)]))),
+                              dict(BASELINES['FitNet'], loss_weight=0.0017)])), ('depth', )),
                       }),
 }
 
@@ -238,6 +240,19 @@ def bench_base(name, network_g, iters, scale=4, batch=16, lq_patch=48, lr=2e-4, 
     return opt
 
 
+def same_run(opt_a, opt_b):
+    """Whether two option dicts train the same student: equal apart from ``name``, once MiPKD's latent width
+    default (``mixer.latent_channels: ~`` = the student's width, C_S) is filled in."""
+    def effective(opt):
+        opt = deepcopy(opt)
+        opt.pop('name', None)
+        mixer = opt.get('mixer')
+        if mixer is not None and mixer.get('latent_channels') is None:
+            mixer['latent_channels'] = opt['network_g']['num_feat']
+        return opt
+    return effective(opt_a) == effective(opt_b)
+
+
 def benchmark_options(profile):
     """{file stem: (header, options)} of one benchmark profile's teacher and students (seed 0)."""
     p = BENCH_PROFILES[profile]
@@ -253,14 +268,18 @@ def benchmark_options(profile):
         stages = p['num_stages'][setting] if isinstance(p['num_stages'], dict) else p['num_stages']
         methods = [m for m in p.get('methods', BENCH_METHODS)
                    if m not in p.get('ablations', ()) or setting in p['ablation_settings']]
-        methods += [m for m in p.get('variants', ()) if setting in p['variant_settings']]
+        variants = p.get('variants', {})
+        methods += [m for m, (_, _, where) in variants.items() if setting in where]
         for method in methods:
             name = f'bench_{profile}_{method}_{setting}_{s_name}_x{scale}'
-            base_method, delta = p.get('variants', {}).get(method, (method, {}))
+            base_method, delta, _ = variants.get(method, (method, {}, ()))
             opt = method_options(base_method, bench_base(name, s_arch(scale), p['student_iters'], **schedule),
                                  t_arch(scale), t_weights, stages)
             if base_method in p.get('feature_weights', {}):
                 opt['train']['feat_opt'][0]['loss_weight'] = p['feature_weights'][base_method]
+            if method in variants and same_run(merge(opt, delta), opt):
+                raise ValueError(f'variant {method} changes nothing in the {setting} setting: its options {delta} '
+                                 f'equal {base_method}\'s once defaults are filled in')
             opt = merge(opt, delta)
             files[f'train_{method}_{setting}_x{scale}'] = (
                 f'Benchmark ({profile} profile), {setting} compression: {t_name} -> {s_name}, {method}, x{scale}.', opt)
