@@ -422,7 +422,8 @@ def mixer_table(mixers):
     zeroed or taken from another image, over L_FPM with the true latent), the auto-encoders' relative errors and
     the realised mask."""
     first = next(iter(mixers.values()))
-    lines = ['', f'Inside the mixers (`tools/inspect_mixers.py` on the reported students, {first["num_images"]} '
+    lines = ['', f'Inside the mixers (`tools/inspect_mixers.py` on the reported students, and on a variant\'s '
+             f'selection-seed run where its name says so, {first["num_images"]} '
              f'{first["patch"]}-px LR patches of the validation split; a ratio near 1 means the decoder ignores the '
              'student\'s latent):', '',
              '| run | point | L_FPM (rel.) | zeroed / true | other image / true | AE rel. error T | AE rel. error S '
