@@ -179,6 +179,8 @@ def paired_verdict(name_a, name_b, diffs, sets):
     n = len(sets)
     body = '; '.join(f'{word} on {len(v)}/{n} ({", ".join(v)})' for word, v in outcome['groups'].items() if v)
     per_seed = ', '.join(f'{s} ' + ' '.join(f'{d:+.3f}' for d in diffs[s]) for s in sets)
+    if outcome['seeds'] == 1:  # no spread to judge by: the differences alone
+        return f'{head} (1 seed, no spread to judge by): {per_seed}'
     return f'{head} ({outcome["seeds"]} seeds, mean ± paired std): {body}; per seed: {per_seed}'
 
 
@@ -405,6 +407,10 @@ def extra_seed_line(meta, setting, rows, sets):
                 f'{LABELS.get(a, a)} vs {LABELS.get(b, b)} ({", ".join(s)})' for a, b, s in pairs) + '.')
 
 
+def seeds_text(count):
+    return f'{count} seed' + ('s' if count != 1 else '')
+
+
 def mixer_inspections(out, setting):
     """``tools/inspect_mixers.py --json`` results kept under ``<out>/mixers/`` for the MiPKD runs of ``setting``,
     as ``{run name: result}`` (the run is named by its record: ``runs/<setting>/<method>_seed<k>.json``)."""
@@ -459,8 +465,9 @@ def which_table(rows, sets):
         gain = ' / '.join(f'{r["gain"][s]:+.3f}' for s in sets) if r['gain'] else '-'
         weight = '-' if r['weight'] is None else f'{r["weight"]:g}'
         cost = f'{r["cost"]:.2f}' if 'cost' in r else '-'
-        lines.append(f'| {r["setting"]} | {LABELS.get(r["method"], r["method"])} ({r["seeds"]} seeds) | {weight} | '
-                     f'{gain} | {r.get("vs_Scratch", "-")} | {r.get("vs_MiPKD", "-")} | {cost} |')
+        label = f'{LABELS.get(r["method"], r["method"])} ({seeds_text(r["seeds"])})'
+        lines.append(f'| {r["setting"]} | {label} | {weight} | {gain} | {r.get("vs_Scratch", "-")} | '
+                     f'{r.get("vs_MiPKD", "-")} | {cost} |')
     return lines + ['']
 
 
