@@ -242,7 +242,8 @@ def bench_base(name, network_g, iters, scale=4, batch=16, lq_patch=48, lr=2e-4, 
 
 def same_run(opt_a, opt_b):
     """Whether two option dicts train the same student: equal apart from ``name``, once MiPKD's latent width
-    default (``mixer.latent_channels: ~`` = the student's width, C_S) is filled in."""
+    default (``mixer.latent_channels: ~`` = the student's width C_S, which for the benchmark's EDSR students is
+    ``network_g.num_feat``) is filled in."""
     def effective(opt):
         opt = deepcopy(opt)
         opt.pop('name', None)
@@ -277,10 +278,11 @@ def benchmark_options(profile):
                                  t_arch(scale), t_weights, stages)
             if base_method in p.get('feature_weights', {}):
                 opt['train']['feat_opt'][0]['loss_weight'] = p['feature_weights'][base_method]
-            if method in variants and same_run(merge(opt, delta), opt):
+            variant_opt = merge(opt, delta)
+            if method in variants and same_run(variant_opt, opt):
                 raise ValueError(f'variant {method} changes nothing in the {setting} setting: its options {delta} '
                                  f'equal {base_method}\'s once defaults are filled in')
-            opt = merge(opt, delta)
+            opt = variant_opt
             files[f'train_{method}_{setting}_x{scale}'] = (
                 f'Benchmark ({profile} profile), {setting} compression: {t_name} -> {s_name}, {method}, x{scale}.', opt)
     return files
