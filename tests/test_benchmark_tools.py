@@ -316,3 +316,21 @@ def test_benchmark_converged_profile_selects_on_unreported_seeds_and_keeps_curve
     rows = [line for line in md.splitlines() if line.startswith('| MiPKD_seed0 | ')]
     assert [row.split(' | ')[1] for row in rows] == ['1', '2']
     assert f'{info["points"][0]["zeroed_over_true"]:.2f}' in rows[0]
+    # step times: the settings timed now replace theirs and the others stay (one setting can be re-timed alone)
+    (out / 'step_times.json').write_text(json.dumps({'width': {'Scratch': {'ms': 1.0}}}))
+    benchmark.main(['--smoke', '--profile', 'converged', '--train-dirs', train_hr, '--val-count', '1',
+                    '--data-workers', '1', '--settings', 'depth', '--methods', 'Scratch', 'MiPKD', '--time-steps', '2',
+                    '--out', str(out)])
+    times = json.load(open(out / 'step_times.json'))
+    assert times['width'] == {'Scratch': {'ms': 1.0}}
+    assert {'Scratch', 'MiPKD'} <= set(times['depth']) and all(t['ms'] > 0 for t in times['depth'].values())
+
+
+@pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(REPO, 'options', 'train', 'Benchmark*', '*.yml'))))
+def test_step_times_are_taken_past_any_warm_up_phase(path):
+    """A method whose first iterations skip terms (MiPKD's ae_warmup_iters) is timed at its steady-state step."""
+    import yaml
+    opt = yaml.safe_load(open(path))
+    timed = benchmarking.runner.timed_iterations(opt, 30)
+    assert len(timed) == 33 and timed[-1] <= opt['train']['total_iter']
+    assert timed[0] > (opt.get('mixer') or {}).get('ae_warmup_iters', 0)

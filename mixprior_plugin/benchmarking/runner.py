@@ -192,8 +192,31 @@ def run(args):
     return report(out)
 
 
+def timed_iterations(opt, steps, warm_up=3):
+    """The iteration numbers a step-time measurement passes to ``optimize_parameters``.
+
+    Mid-schedule rather than from iteration 1, so that a method with an iteration-dependent phase
+    (MiPKD's ``ae_warmup_iters``, which skips the student's mixer terms) is timed at its steady-state
+    step, the one that costs most of its training time.
+
+    Args:
+        opt (dict): A run's options (``train.total_iter`` is read).
+        steps (int): Timed steps.
+        warm_up (int): Untimed steps before them. Default: 3.
+
+    Returns:
+        range: ``warm_up + steps`` consecutive iterations; the first ``warm_up`` are not timed.
+    """
+    first = max(1, opt['train']['total_iter'] // 2)
+    return range(first, first + warm_up + steps)
+
+
 def time_steps(args):
-    """Quiet step-time measurement of every method (seed 0, chosen weights) into step_times.json."""
+    """Quiet step-time measurement of every method (seed 0, chosen weights) into step_times.json.
+
+    Settings measured now replace their entries; other settings already in the file are kept, so one
+    setting can be re-timed alone (ratios are only ever taken within a setting).
+    """
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device('cuda' if torch.cuda.is_available() and args.device != 'cpu' else 'cpu')
@@ -207,21 +230,27 @@ def time_steps(args):
         result[setting] = {}
         for method in plan.methods(setting):
             factor = plan.chosen_factor(method, setting) or 1
-            opt = prepare_model_options(plan.run_options(setting, method, factor), 10, device, plan.out, teacher_ckpt,
+            run_opt = plan.run_options(setting, method, factor)
+            opt = prepare_model_options(run_opt, run_opt['train']['total_iter'], device, plan.out, teacher_ckpt,
                                         0, args.bf16, args.channels_last)
             model = build_model(opt)
             gen = torch.Generator().manual_seed(0)
             times = []
-            for it in range(1, args.time_steps + 4):
+            iterations = timed_iterations(opt, args.time_steps)
+            for i, it in enumerate(iterations):
                 model.feed_data(dict(zip(('lq', 'gt'), data.batch(batch, gen))))
                 t = time.perf_counter()
                 model.optimize_parameters(it)
                 if device.type == 'cuda':
                     torch.cuda.synchronize()
-                if it > 3:
+                if i >= len(iterations) - args.time_steps:
                     times.append(time.perf_counter() - t)
             times.sort()
             result[setting][method] = dict(ms=round(1000 * times[len(times) // 2], 2),
                                            spread_ms=[round(1000 * times[0], 2), round(1000 * times[-1], 2)])
             print(f'{setting}/{method}: {result[setting][method]["ms"]} ms', flush=True)
-    write_json(result, os.path.join(plan.out, 'step_times.json'))
+    path = os.path.join(plan.out, 'step_times.json')
+    if os.path.exists(path):
+        with open(path) as f:
+            result = {**json.load(f), **result}
+    write_json(result, path)
