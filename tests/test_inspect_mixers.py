@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(REPO, 'tools'))
 import inspect_mixers  # noqa: E402
 
 
-def trained_run(tmp_path, mask_ratio, steps=150):
+def trained_run(tmp_path, mask_ratio, steps=150, fpm_weight=1.0):
     """Train a tiny EDSR MiPKD run for ``steps`` steps; returns (option file, student, extras, image folder)."""
     from basicsr.models import build_model
     from basicsr.utils import set_random_seed
@@ -21,7 +21,7 @@ def trained_run(tmp_path, mask_ratio, steps=150):
     net_t, net_g = tiny_arch('EDSR', 't', 2), tiny_arch('EDSR', 'g', 2)
     teacher = save_random_teacher(str(tmp_path / 'teacher.pth'), net_t)
     opt = base_model_opt(net_g, net_t, 2, teacher, model_type='MiPKDModel',
-                         train=dict(fpm_opt=dict(type='L1Loss', loss_weight=1.0), bpm_opt=dict(type='L1Loss',
+                         train=dict(fpm_opt=dict(type='L1Loss', loss_weight=fpm_weight), bpm_opt=dict(type='L1Loss',
                                                                                               loss_weight=0.1)),
                          distill=dict(num_stages=2), mixer=dict(mask=dict(type='random3d', ratio=mask_ratio)))
     set_random_seed(0)
@@ -76,3 +76,10 @@ def test_refuses_a_run_without_mixers(tmp_path):
         inspect_mixers.main(['--record', str(record), '--images', str(tmp_path)])
     with pytest.raises(SystemExit, match='Give --record'):
         inspect_mixers.main(['--images', str(tmp_path)])
+
+
+def test_refuses_a_run_whose_fpm_never_trained(tmp_path):
+    # bpm_only: the FPM decoder gets no gradient, so its L_FPM ratios would describe random weights
+    opt, student, extras, images = trained_run(tmp_path, 0.5, steps=3, fpm_weight=0.0)
+    with pytest.raises(SystemExit, match=r'train\.fpm_opt\.loss_weight is 0'):
+        inspect_mixers.main(['-opt', opt, '--student', student, '--extra', extras, '--images', images, '--patch', '16'])

@@ -12,8 +12,9 @@ measures, per distillation point, on LR patches of held-out images and one fixed
 * the auto-encoders' relative errors per side, ``|D(E(F)) - F|_1 / mean |F|`` for teacher and student;
 * the realised mask (share of latent elements taken from the teacher).
 
-Features are normalised with the run's stored running scale (nothing is updated); the teacher is the
-run's own (``path.pretrain_network_t``), the student and the mixers its saved weights.
+A run whose FPM term is off (``train.fpm_opt.loss_weight: 0``, the ``bpm_only`` ablation) is refused: its FPM
+decoder was never trained. Features are normalised with the run's stored running scale (nothing is updated);
+the teacher is the run's own (``path.pretrain_network_t``), the student and the mixers its saved weights.
 
 Examples::
 
@@ -151,6 +152,11 @@ def inspect(record=None, opt_path=None, student=None, extra=None, images=None, n
         raise InspectError('Give --images: a folder of HR images nobody trained on (e.g. the validation split)')
     opt, student, extra, label = run_inputs(record, opt_path, student, extra)
     model = build_trained_model(opt, student, extra, torch.device('cpu'))
+    from mixprior_plugin.distillers.kd_distiller import loss_weight
+    if loss_weight(model.cri_fpm) == 0:
+        # The FPM decoder of such a run never received a gradient: its ratios would describe random weights.
+        raise InspectError(f'{label}: train.fpm_opt.loss_weight is 0 (the FPM is off, as in the bpm_only ablation), '
+                           'so its FPM decoder was never trained and the table would measure an untrained decoder')
     lq, paths = lr_patches(images, num_images, patch, opt['scale'])
     rows = mixer_table(model, lq, seed)
     s = model.mixer_opt
