@@ -334,3 +334,13 @@ def test_step_times_are_taken_past_any_warm_up_phase(path):
     timed = benchmarking.runner.timed_iterations(opt, 30)
     assert len(timed) == 33 and timed[-1] <= opt['train']['total_iter']
     assert timed[0] > (opt.get('mixer') or {}).get('ae_warmup_iters', 0)
+
+
+def test_a_run_on_some_settings_keeps_the_studys_other_settings():
+    from mixprior_plugin.benchmarking.runner import study_settings
+    meta = dict(profile='converged', settings=['compounded', 'width', 'depth'])
+    assert study_settings(meta, 'converged', ['depth']) == ['compounded', 'width', 'depth']
+    assert study_settings(dict(profile='converged', settings=['depth']), 'converged', ['width']) == ['width', 'depth']
+    assert study_settings({}, 'converged', ['depth']) == ['depth']
+    # another profile's meta.json contributes nothing
+    assert study_settings(dict(profile='cpu', settings=['compounded']), 'converged', ['depth']) == ['depth']

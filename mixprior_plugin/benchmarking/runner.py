@@ -13,6 +13,7 @@ from mixprior_plugin.utils.tooling import write_json
 from .data import InMemoryPairs, ValidationCurve, prepare_eval_roots, split_paths
 from .profiles import (
     PLATEAU_RULE,
+    PROFILES,
     REPO,
     VAL_SET,
     BenchmarkError,
@@ -37,6 +38,15 @@ def locked_meta(path):
         write_json(meta, path)
 
 
+def study_settings(meta, profile, settings):
+    """The settings a study's meta.json records: those of earlier invocations and of this one, in the profile's
+    order, so that a run restricted with ``--settings`` adds to the study rather than shrinking it (the report
+    reads this list)."""
+    known = set(settings) | (set(meta.get('settings', [])) if meta.get('profile') in (None, profile) else set())
+    order = list(PROFILES[profile]['settings'])
+    return [s for s in order if s in known] + sorted(known - set(order))
+
+
 def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -50,7 +60,7 @@ def run(args):
     this_meta = dict(run_meta(device), threads=torch.get_num_threads(), worker=args.worker)
     meta_path = os.path.join(out, 'meta.json')
     with locked_meta(meta_path) as meta:
-        meta.update(profile=args.profile, settings=plan.settings, seeds=plan.seeds, sets=list(args.sets),
+        meta.update(profile=args.profile, settings=study_settings(meta, args.profile, plan.settings), seeds=plan.seeds, sets=list(args.sets),
                     val_count=args.val_count, sweep_factors=list(args.sweep_factors), sweep_scope=args.sweep_scope,
                     smoke=args.smoke, selection_seeds=plan.selection_seeds, extra_seeds=plan.extra_seeds,
                     curve_points=args.curve_points, plateau_rule=PLATEAU_RULE)
