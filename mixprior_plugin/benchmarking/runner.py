@@ -60,7 +60,8 @@ def run(args):
     this_meta = dict(run_meta(device), threads=torch.get_num_threads(), worker=args.worker)
     meta_path = os.path.join(out, 'meta.json')
     with locked_meta(meta_path) as meta:
-        meta.update(profile=args.profile, settings=study_settings(meta, args.profile, plan.settings), seeds=plan.seeds, sets=list(args.sets),
+        meta.update(profile=args.profile, settings=study_settings(meta, args.profile, plan.settings),
+                    seeds=plan.seeds, sets=list(args.sets),
                     val_count=args.val_count, sweep_factors=list(args.sweep_factors), sweep_scope=args.sweep_scope,
                     smoke=args.smoke, selection_seeds=plan.selection_seeds, extra_seeds=plan.extra_seeds,
                     curve_points=args.curve_points, plateau_rule=PLATEAU_RULE)
